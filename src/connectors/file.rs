@@ -1,0 +1,550 @@
+//! `file`: a drop-folder source and an atomic-write sink.
+//!
+//! **Source.** Watches a folder (notify, debounced) and also rescans it on a
+//! timer, because file events can be lost (queue overflow, network mounts). A
+//! file is taken only when it is complete: not hidden, not `*.tmp`/`*.part`/
+//! `*~`, matching the glob, and not modified for `settle`. Each file is one
+//! message. After the engine's answer it is moved to `.done/` (delivered,
+//! dropped or dead-lettered) or to `.error/` with a `NAME.reason` file
+//! (permanent failure); after a retryable failure it stays and is tried again
+//! after `retry_interval`. A file being processed is claimed in the shared
+//! [`FileClaims`], so a new version of the route (hot reload) never takes it a
+//! second time.
+//!
+//! **Sink.** Writes each message to `path/NAME` through a hidden temp file and
+//! a rename, so readers never see half a file; or appends it as one JSON line
+//! (`append: true`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use globset::{Glob, GlobMatcher};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Location;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{DeliveryError, Sink, Source, SourceContext, SourceError};
+use crate::config::{BuildContext, ConfigError, HumanDuration};
+use crate::message::{Body, FailureKind, Message, Outcome, outcome_of};
+use crate::template::Template;
+
+/// Files currently being processed, across all routes and route versions.
+#[derive(Default)]
+pub struct FileClaims {
+    claimed: Mutex<HashSet<PathBuf>>,
+}
+
+impl FileClaims {
+    /// Claim a file; false if someone already has it.
+    fn claim(&self, path: &Path) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf())
+    }
+
+    fn release(&self, path: &Path) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+    }
+}
+
+// ---------------------------------------------------------------- source
+
+/// Options of a `file` source.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Folder to watch (created if missing). Relative paths start at the working directory.
+    pub path: PathBuf,
+    /// Only files whose name matches this glob, e.g. `*.xml` (default `*`).
+    #[serde(default = "default_glob")]
+    pub glob: String,
+    /// A file must be unchanged this long before it is read (default 500ms), so
+    /// files still being written are left alone.
+    pub settle: Option<HumanDuration>,
+    /// Rescan the folder this often even without file events (default 2s).
+    pub poll_interval: Option<HumanDuration>,
+    /// Wait before trying a file again after a retryable failure (default 5s).
+    pub retry_interval: Option<HumanDuration>,
+}
+
+fn default_glob() -> String {
+    "*".into()
+}
+
+impl FileSourceConfig {
+    pub fn build(&self, loc: &Location, ctx: &BuildContext) -> Result<FileSource, ConfigError> {
+        let glob = Glob::new(&self.glob)
+            .map_err(|e| ctx.error(loc, format!("file.glob `{}`: {e}", self.glob)))?
+            .compile_matcher();
+        if self.path.as_os_str().is_empty() {
+            return Err(ctx.error(loc, "file.path is empty"));
+        }
+        Ok(FileSource {
+            dir: self.path.clone(),
+            glob,
+            settle: self
+                .settle
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_millis(500)),
+            poll: self
+                .poll_interval
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(2)),
+            retry: self
+                .retry_interval
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(5)),
+        })
+    }
+}
+
+pub struct FileSource {
+    dir: PathBuf,
+    glob: GlobMatcher,
+    settle: Duration,
+    poll: Duration,
+    retry: Duration,
+}
+
+/// Names that are never input: hidden files, temp files, editor backups.
+fn is_incomplete_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+}
+
+/// What a file source does with a file after the engine's answer.
+enum Disposition {
+    Done,
+    Error(String),
+    Retry,
+}
+
+impl FileSource {
+    /// Files ready to read now, and how long until the next unsettled one might be.
+    fn scan(
+        &self,
+        backoff: &HashMap<PathBuf, tokio::time::Instant>,
+    ) -> (Vec<PathBuf>, Option<Duration>) {
+        let mut ready = Vec::new();
+        let mut next: Option<Duration> = None;
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (ready, None);
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if is_incomplete_name(name) || !self.glob.is_match(name) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if backoff
+                .get(&path)
+                .is_some_and(|t| *t > tokio::time::Instant::now())
+            {
+                continue;
+            }
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age >= self.settle {
+                ready.push(path);
+            } else {
+                let wait = self.settle - age;
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+        }
+        ready.sort();
+        (ready, next)
+    }
+}
+
+#[async_trait]
+impl Source for FileSource {
+    async fn run(&self, mut ctx: SourceContext) -> Result<(), SourceError> {
+        for d in [
+            self.dir.clone(),
+            self.dir.join(".done"),
+            self.dir.join(".error"),
+        ] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|e| SourceError(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+        let mut debouncer = notify_debouncer_full::new_debouncer(
+            Duration::from_millis(100),
+            None,
+            move |_res: notify_debouncer_full::DebounceEventResult| {
+                // A full channel already holds a wake-up: nothing is lost.
+                let _ = wake_tx.try_send(());
+            },
+        )
+        .map_err(|e| SourceError(format!("cannot watch {}: {e}", self.dir.display())))?;
+        debouncer
+            .watch(&self.dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| SourceError(format!("cannot watch {}: {e}", self.dir.display())))?;
+        ctx.ready();
+
+        let claims = &ctx.resources.files;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PathBuf, Disposition)>();
+        let mut backoff: HashMap<PathBuf, tokio::time::Instant> = HashMap::new();
+        let mut in_flight = 0usize;
+        loop {
+            let (ready, unsettled) = self.scan(&backoff);
+            for path in ready {
+                if ctx.shutdown.is_cancelled() {
+                    break;
+                }
+                if !claims.claim(&path) {
+                    continue;
+                }
+                let msg = match read_message(&ctx, &path).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Gone (another process took it) or unreadable: try later.
+                        tracing::debug!(file = %path.display(), error = %e, "cannot read file");
+                        claims.release(&path);
+                        continue;
+                    }
+                };
+                let rx = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => { claims.release(&path); break; }
+                    r = ctx.input.submit(msg) => match r {
+                        Ok(rx) => rx,
+                        Err(_) => { claims.release(&path); break; }
+                    },
+                };
+                in_flight += 1;
+                let done_tx = done_tx.clone();
+                tokio::spawn(async move {
+                    let d = match outcome_of(rx).await {
+                        Outcome::Failed(f)
+                            if matches!(f.kind, FailureKind::BadInput | FailureKind::Permanent) =>
+                        {
+                            Disposition::Error(f.to_string())
+                        }
+                        Outcome::Failed(_) => Disposition::Retry,
+                        _ => Disposition::Done,
+                    };
+                    let _ = done_tx.send((path, d));
+                });
+            }
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            let wait =
+                unsettled.map_or(self.poll, |u| u.min(self.poll) + Duration::from_millis(20));
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = wake_rx.recv() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some((path, d)) = done_rx.recv() => {
+                    in_flight -= 1;
+                    self.finish(&ctx, &path, d, &mut backoff).await;
+                }
+            }
+        }
+        // Stop watching, then settle every file already handed to the route.
+        drop(debouncer);
+        while in_flight > 0 {
+            let Some((path, d)) = done_rx.recv().await else {
+                break;
+            };
+            in_flight -= 1;
+            self.finish(&ctx, &path, d, &mut backoff).await;
+        }
+        Ok(())
+    }
+
+    fn claims(&self) -> Vec<String> {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        vec![format!("file {}", dir.display())]
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.dir.display())
+    }
+}
+
+impl FileSource {
+    /// Move a file according to the engine's answer, then release its claim.
+    async fn finish(
+        &self,
+        ctx: &SourceContext,
+        path: &Path,
+        d: Disposition,
+        backoff: &mut HashMap<PathBuf, tokio::time::Instant>,
+    ) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let result = match &d {
+            Disposition::Done => move_into(path, &self.dir.join(".done"), &name).await,
+            Disposition::Error(reason) => {
+                let r = move_into(path, &self.dir.join(".error"), &name).await;
+                if let Ok(target) = &r {
+                    let mut reason_file = target.clone().into_os_string();
+                    reason_file.push(".reason");
+                    if let Err(e) = tokio::fs::write(&reason_file, format!("{reason}\n")).await {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot write .reason file");
+                    }
+                    tracing::warn!(route = %ctx.route_id, file = %path.display(), error = %reason, "file moved to .error");
+                }
+                r
+            }
+            Disposition::Retry => {
+                backoff.insert(path.to_path_buf(), tokio::time::Instant::now() + self.retry);
+                Ok(path.to_path_buf())
+            }
+        };
+        if !matches!(d, Disposition::Retry) {
+            backoff.remove(path);
+        }
+        if let Err(e) = result {
+            // The message was handled but the file could not be moved: it would be
+            // read again, so keep it claimed for this run rather than duplicate it.
+            tracing::error!(file = %path.display(), error = %e, "cannot move processed file; leaving it claimed");
+            return;
+        }
+        ctx.resources.files.release(path);
+    }
+}
+
+async fn read_message(ctx: &SourceContext, path: &Path) -> std::io::Result<Message> {
+    let bytes = tokio::fs::read(path).await?;
+    let meta = tokio::fs::metadata(path).await?;
+    let mut msg = Message::new(
+        ctx.route_id.clone(),
+        format!("file {}", path.display()),
+        Body::Bytes(Bytes::from(bytes)),
+    );
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    msg.headers.insert("file.name".into(), name);
+    msg.headers
+        .insert("file.path".into(), path.display().to_string());
+    msg.headers
+        .insert("file.size".into(), meta.len().to_string());
+    if let Ok(m) = meta.modified() {
+        let dt: chrono::DateTime<chrono::Utc> = m.into();
+        msg.headers.insert("file.modified".into(), dt.to_rfc3339());
+    }
+    Ok(msg)
+}
+
+/// Move `path` into `dir`, adding a timestamp suffix if the name is taken.
+async fn move_into(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<PathBuf> {
+    let mut target = dir.join(name);
+    if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        let mut n = name.to_os_string();
+        n.push(format!(
+            ".{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")
+        ));
+        target = dir.join(n);
+    }
+    tokio::fs::rename(path, &target).await?;
+    Ok(target)
+}
+
+// ---------------------------------------------------------------- sink
+
+/// Options of a `file` sink.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Folder to write into (created if missing).
+    pub path: PathBuf,
+    /// File name template: `{id}`, `{route}`, `{header.NAME}`, `{meta.KEY}`,
+    /// `{timestamp}`, `{date}`, `{time}`. Default: `{id}` plus an extension from
+    /// the body (`.json`, `.xml`, `.txt` or `.bin`). `/` and `\` in rendered
+    /// values become `_`, so a header can never write outside the folder.
+    pub name: Option<String>,
+    /// Append each message as one line (JSON bodies compact) to the file `name`
+    /// instead of writing one file per message.
+    #[serde(default)]
+    pub append: bool,
+    /// fsync each file (and its folder) before confirming (default false: a
+    /// written file survives a Ferry crash, but not a power loss, without it).
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+impl FileSinkConfig {
+    pub fn build(&self, loc: &Location, ctx: &BuildContext) -> Result<FileSink, ConfigError> {
+        let name = match &self.name {
+            Some(n) => {
+                Some(Template::parse(n).map_err(|e| ctx.error(loc, format!("file.name: {e}")))?)
+            }
+            None if self.append => {
+                return Err(ctx.error(loc, "file sink with `append: true` needs `name`"));
+            }
+            None => None,
+        };
+        Ok(FileSink {
+            dir: self.path.clone(),
+            name,
+            append: self.append,
+            fsync: self.fsync,
+            append_lock: tokio::sync::Mutex::new(()),
+            created: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+pub struct FileSink {
+    dir: PathBuf,
+    name: Option<Template>,
+    append: bool,
+    fsync: bool,
+    /// Appends from concurrent workers must not interleave.
+    append_lock: tokio::sync::Mutex<()>,
+    created: tokio::sync::OnceCell<()>,
+}
+
+fn default_extension(msg: &Message) -> &'static str {
+    match &msg.body {
+        Body::Json(_) => "json",
+        Body::Bytes(_) => match msg.headers.get("content-type").map(String::as_str) {
+            Some(ct) if ct.contains("json") => "json",
+            Some(ct) if ct.contains("xml") => "xml",
+            Some(ct) if ct.starts_with("text/") => "txt",
+            _ => "bin",
+        },
+    }
+}
+
+impl FileSink {
+    fn file_name(&self, msg: &Message) -> String {
+        let raw = match &self.name {
+            Some(t) => t.render(msg),
+            None => format!("{}.{}", msg.id, default_extension(msg)),
+        };
+        let clean: String = raw
+            .chars()
+            .map(|c| {
+                if c == '/' || c == '\\' || c == '\0' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        match clean.as_str() {
+            "" | "." | ".." => format!("{}.{}", msg.id, default_extension(msg)),
+            _ => clean,
+        }
+    }
+
+    async fn write_atomic(&self, target: &Path, data: &[u8]) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            uuid::Uuid::now_v7(),
+            std::process::id()
+        ));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(data).await?;
+            if self.fsync {
+                f.sync_all().await?;
+            }
+            drop(f);
+            tokio::fs::rename(&tmp, target).await?;
+            if self.fsync {
+                tokio::fs::File::open(&self.dir).await?.sync_all().await?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn append_line(&self, target: &Path, data: &[u8]) -> std::io::Result<()> {
+        let _guard = self.append_lock.lock().await;
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .await?;
+        let mut line = Vec::with_capacity(data.len() + 1);
+        line.extend_from_slice(data);
+        line.push(b'\n');
+        f.write_all(&line).await?;
+        if self.fsync {
+            f.sync_data().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError> {
+        self.created
+            .get_or_try_init(|| tokio::fs::create_dir_all(&self.dir))
+            .await
+            .map_err(|e| {
+                DeliveryError::retryable(format!("cannot create {}: {e}", self.dir.display()))
+            })?;
+        let target = self.dir.join(self.file_name(msg));
+        let result = if self.append {
+            let mut data = msg.body.to_bytes().to_vec();
+            // One message per line: a raw body's own newlines would split it.
+            if matches!(msg.body, Body::Bytes(_)) {
+                data.retain(|b| *b != b'\n' && *b != b'\r');
+            }
+            self.append_line(&target, &data).await
+        } else {
+            self.write_atomic(&target, &msg.body.to_bytes()).await
+        };
+        result.map_err(|e| {
+            let text = format!("cannot write {}: {e}", target.display());
+            // A full disk or a permission problem may be fixed by an operator.
+            DeliveryError::retryable(text)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_and_hidden_files_are_not_input() {
+        for n in [".x.xml", "a.xml.tmp", "a.part", "a.xml~", ".a.swp"] {
+            assert!(is_incomplete_name(n), "{n}");
+        }
+        assert!(!is_incomplete_name("order-1.xml"));
+    }
+}

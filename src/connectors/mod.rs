@@ -1,0 +1,259 @@
+//! Connectors: where messages come from ([`Source`]) and where they go ([`Sink`]).
+//!
+//! One file per kind. Each kind declares its route options (a serde struct with
+//! doc comments, which become the JSON schema and the docs) and a `build` that
+//! turns them into a running part. Registering a kind is one line in
+//! [`SourceConfig`], [`SinkConfig`] or [`ConnectorConfig`].
+//!
+//! The contract with the engine: a source turns input into [`Message`]s, hands
+//! them to [`RouteInput::submit`] (which waits when the route is busy:
+//! backpressure), and acknowledges its input (HTTP reply, file move, …) only
+//! according to the [`Outcome`] it gets back. A sink returns `Ok` only when the
+//! other side has confirmed the message.
+
+pub mod file;
+pub mod http;
+pub mod stdio;
+pub mod timer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BuildContext, ConfigError};
+use crate::message::{Ack, AckReceiver, Envelope, Message, Outcome, outcome_of};
+
+/// Route `from:`: `{ KIND: { options } }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Receive HTTP requests on a shared listener; reply after delivery.
+    Http(http::HttpSourceConfig),
+    /// Watch a folder; move each file to `.done/` after delivery.
+    File(file::FileSourceConfig),
+    /// Emit a message at a fixed interval.
+    Timer(timer::TimerSourceConfig),
+    /// Read standard input, one message per line.
+    Stdin(stdio::StdinSourceConfig),
+}
+
+/// One entry of a route's `to:` list (or `errors.dead_letter`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Send the message as an HTTP request (2xx = delivered).
+    Http(http::HttpSinkConfig),
+    /// Write the message to a file atomically (or append as JSON lines).
+    File(file::FileSinkConfig),
+    /// Print the message body on standard output.
+    Stdout(stdio::StdoutSinkConfig),
+}
+
+/// A connector file (`connectors/NAME.yaml`): shared settings that endpoints pull
+/// in with `connector: NAME`. `kind` must match the endpoint's kind.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConnectorConfig {
+    /// HTTP client and server settings.
+    Http(http::HttpConnectorConfig),
+}
+
+impl ConnectorConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorConfig::Http(_) => "http",
+        }
+    }
+}
+
+impl SourceConfig {
+    pub fn build(
+        cfg: &Spanned<SourceConfig>,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Source>, ConfigError> {
+        let loc = &cfg.referenced;
+        Ok(match &cfg.value {
+            SourceConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::File(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
+        })
+    }
+}
+
+impl SinkConfig {
+    pub fn build(
+        cfg: &Spanned<SinkConfig>,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Sink>, ConfigError> {
+        let loc = &cfg.referenced;
+        Ok(match &cfg.value {
+            SinkConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
+            SinkConfig::File(c) => Arc::new(c.build(loc, ctx)?),
+            SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
+        })
+    }
+}
+
+/// A running source of messages.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// Take input and submit it until `ctx.shutdown` is cancelled, then return
+    /// once the input in hand has been answered. Call `ctx.ready()` once the source
+    /// takes input (listener registered, folder watched); an error before that
+    /// means the route could not start.
+    async fn run(&self, ctx: SourceContext) -> Result<(), SourceError>;
+
+    /// Exclusive resources this source takes (e.g. `http 127.0.0.1:8080 POST /orders`).
+    /// Two routes claiming the same resource is a configuration error.
+    fn claims(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Short description for logs and status, e.g. `http POST /orders`.
+    fn describe(&self) -> String;
+}
+
+/// A running destination of messages.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Deliver one message; `Ok` only once the other side confirmed it.
+    async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError>;
+
+    /// Short description for logs and error headers, e.g. `http POST http://…`.
+    fn describe(&self) -> String;
+}
+
+/// A sink could not deliver.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// Whether trying again later could succeed (timeouts, 5xx, connection refused).
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl DeliveryError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        DeliveryError {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryError {
+            retryable: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// A source stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// State shared by all routes' connectors: the HTTP listeners (shared, never
+/// rebound while Ferry runs) and the files currently being processed.
+#[derive(Default)]
+pub struct Resources {
+    pub http: http::HttpServers,
+    pub files: file::FileClaims,
+}
+
+/// What a running source gets from the engine.
+pub struct SourceContext {
+    pub route_id: Arc<str>,
+    pub input: RouteInput,
+    /// Cancelled when the route must stop taking input.
+    pub shutdown: CancellationToken,
+    pub resources: Arc<Resources>,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+impl SourceContext {
+    pub fn new(
+        route_id: Arc<str>,
+        input: RouteInput,
+        shutdown: CancellationToken,
+        resources: Arc<Resources>,
+    ) -> (SourceContext, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            SourceContext {
+                route_id,
+                input,
+                shutdown,
+                resources,
+                ready: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    /// Tell the engine the source is taking input.
+    pub fn ready(&mut self) {
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The door into a route: a bounded channel to its workers.
+#[derive(Clone, Debug)]
+pub struct RouteInput {
+    tx: mpsc::Sender<Envelope>,
+}
+
+/// A message could not be handed to the route.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("route is stopping")]
+    Closed,
+    #[error("route is busy (no room after waiting {0:?})")]
+    Busy(Duration),
+}
+
+impl RouteInput {
+    pub fn new(tx: mpsc::Sender<Envelope>) -> Self {
+        RouteInput { tx }
+    }
+
+    /// Hand a message to the route, waiting while it is full (backpressure).
+    pub async fn submit(&self, message: Message) -> Result<AckReceiver, SubmitError> {
+        let (ack, rx) = Ack::new();
+        self.tx
+            .send(Envelope { message, ack })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Like [`submit`](Self::submit), but give up after `wait`.
+    pub async fn submit_within(
+        &self,
+        message: Message,
+        wait: Duration,
+    ) -> Result<AckReceiver, SubmitError> {
+        match tokio::time::timeout(wait, self.submit(message)).await {
+            Ok(r) => r,
+            Err(_) => Err(SubmitError::Busy(wait)),
+        }
+    }
+
+    /// Submit and wait for the outcome.
+    pub async fn process(&self, message: Message) -> Result<Outcome, SubmitError> {
+        let rx = self.submit(message).await?;
+        Ok(outcome_of(rx).await)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}

@@ -1,0 +1,163 @@
+//! Message templates for file names and log lines: `{id}`, `{route}`,
+//! `{source}`, `{attempt}`, `{header.NAME}`, `{meta.KEY}`, `{body}`,
+//! `{timestamp}` (Unix milliseconds), `{date}` (YYYY-MM-DD), `{time}` (HHMMSS),
+//! `{datetime}` (RFC 3339). `{{` and `}}` write literal braces.
+//!
+//! Templates are parsed when the route loads: an unknown placeholder is a load
+//! error, never a surprise at message time.
+
+use std::fmt::Write;
+
+use crate::message::{Body, Message};
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Id,
+    Route,
+    Source,
+    Attempt,
+    Header(String),
+    Meta(String),
+    Body,
+    Timestamp,
+    Date,
+    Time,
+    DateTime,
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => {
+                                return Err(format!("unclosed `{{{name}` in template `{text}`"));
+                            }
+                        }
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Self::placeholder(name.trim(), text)?);
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` in template `{text}` (write `}}}}` for a literal)"
+                    ));
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Text(lit));
+        }
+        Ok(Template { parts })
+    }
+
+    fn placeholder(name: &str, text: &str) -> Result<Part, String> {
+        Ok(match name {
+            "id" => Part::Id,
+            "route" => Part::Route,
+            "source" => Part::Source,
+            "attempt" => Part::Attempt,
+            "body" => Part::Body,
+            "timestamp" => Part::Timestamp,
+            "date" => Part::Date,
+            "time" => Part::Time,
+            "datetime" => Part::DateTime,
+            n => {
+                if let Some(h) = n.strip_prefix("header.").filter(|h| !h.is_empty()) {
+                    Part::Header(h.to_ascii_lowercase())
+                } else if let Some(m) = n.strip_prefix("meta.").filter(|m| !m.is_empty()) {
+                    Part::Meta(m.to_string())
+                } else {
+                    return Err(format!(
+                        "unknown placeholder `{{{n}}}` in template `{text}` (known: id, route, source, attempt, body, timestamp, date, time, datetime, header.NAME, meta.KEY)"
+                    ));
+                }
+            }
+        })
+    }
+
+    /// Whether the template contains only literal text.
+    pub fn is_constant(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+    }
+
+    pub fn render(&self, msg: &Message) -> String {
+        let mut out = String::new();
+        let now = msg.meta.received_at;
+        for p in &self.parts {
+            // Writing to a String cannot fail.
+            let _ = match p {
+                Part::Text(t) => write!(out, "{t}"),
+                Part::Id => write!(out, "{}", msg.id),
+                Part::Route => write!(out, "{}", msg.meta.route),
+                Part::Source => write!(out, "{}", msg.meta.source),
+                Part::Attempt => write!(out, "{}", msg.meta.attempt),
+                Part::Header(h) => write!(
+                    out,
+                    "{}",
+                    msg.headers.get(h).map(String::as_str).unwrap_or("")
+                ),
+                Part::Meta(k) => match msg.meta.vars.get(k) {
+                    Some(serde_json::Value::String(s)) => write!(out, "{s}"),
+                    Some(v) => write!(out, "{v}"),
+                    None => Ok(()),
+                },
+                Part::Body => match &msg.body {
+                    Body::Bytes(b) => write!(out, "{}", String::from_utf8_lossy(b)),
+                    Body::Json(v) => write!(out, "{v}"),
+                },
+                Part::Timestamp => write!(out, "{}", now.timestamp_millis()),
+                Part::Date => write!(out, "{}", now.format("%Y-%m-%d")),
+                Part::Time => write!(out, "{}", now.format("%H%M%S")),
+                Part::DateTime => write!(out, "{}", now.to_rfc3339()),
+            };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_placeholders_and_escapes() {
+        let mut msg = Message::new(Arc::from("orders"), "test", Body::Bytes("x".into()));
+        msg.headers.insert("order-id".into(), "42".into());
+        let t = Template::parse("{route}-{header.order-id}-{{x}}.json").unwrap();
+        assert_eq!(t.render(&msg), "orders-42-{x}.json");
+    }
+
+    #[test]
+    fn unknown_placeholder_is_a_load_error() {
+        let e = Template::parse("{nope}.json").unwrap_err();
+        assert!(e.contains("unknown placeholder `{nope}`"), "{e}");
+        assert!(Template::parse("{id").is_err());
+    }
+}
