@@ -1,0 +1,157 @@
+//! Test harness: runs the engine in-process on an ephemeral port with route
+//! files in a temp folder, and a small programmable HTTP server standing in
+//! for a downstream system.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry::config::Defaults;
+use ferry::engine::{self, Engine};
+
+pub struct Ferry {
+    pub engine: Engine,
+    pub dir: tempfile::TempDir,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Ferry {
+    /// Start the engine on the given route files (`(file name, yaml)`); `{dir}`
+    /// in the yaml is replaced with the temp folder's path.
+    pub async fn start(routes: &[(&str, &str)]) -> Ferry {
+        Self::start_with_connectors(routes, &[]).await
+    }
+
+    pub async fn start_with_connectors(
+        routes: &[(&str, &str)],
+        connectors: &[(&str, &str)],
+    ) -> Ferry {
+        let dir = tempfile::tempdir().unwrap();
+        let routes_dir = dir.path().join("routes");
+        let conn_dir = dir.path().join("connectors");
+        std::fs::create_dir_all(&routes_dir).unwrap();
+        std::fs::create_dir_all(&conn_dir).unwrap();
+        let d = dir.path().display().to_string();
+        for (name, yaml) in routes {
+            std::fs::write(routes_dir.join(name), yaml.replace("{dir}", &d)).unwrap();
+        }
+        for (name, yaml) in connectors {
+            std::fs::write(conn_dir.join(name), yaml.replace("{dir}", &d)).unwrap();
+        }
+        let defaults = Defaults {
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+        };
+        let loaded = engine::load(&[routes_dir], &conn_dir, &defaults);
+        assert!(
+            loaded.errors.is_empty(),
+            "route errors: {:?}",
+            loaded.errors
+        );
+        let engine = Engine::new();
+        let failed = engine.start(loaded.routes).await;
+        assert!(failed.is_empty(), "routes failed to start: {failed:?}");
+        let addr = engine.resources.http.bound_addrs().await.first().copied();
+        Ferry { engine, dir, addr }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr.expect("no http listener"), path)
+    }
+}
+
+/// Files (not folders, not hidden) in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A downstream HTTP service: answers each request with the next status from
+/// `statuses` (the last one repeats), after `delay`; records the bodies.
+#[derive(Clone)]
+pub struct Downstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub bodies: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Downstream {
+    pub async fn start(statuses: Vec<u16>, delay: Duration) -> Downstream {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = (hits.clone(), bodies.clone(), Arc::new(statuses));
+        let app = axum::Router::new()
+            .fallback(
+                move |State((hits, bodies, statuses)): State<(
+                    Arc<AtomicUsize>,
+                    Arc<std::sync::Mutex<Vec<(String, String)>>>,
+                    Arc<Vec<u16>>,
+                )>,
+                      headers: HeaderMap,
+                      body: String| async move {
+                    let n = hits.fetch_add(1, Ordering::SeqCst);
+                    let ct = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    bodies.lock().unwrap().push((ct, body));
+                    tokio::time::sleep(delay).await;
+                    let code = statuses.get(n).or(statuses.last()).copied().unwrap_or(200);
+                    (StatusCode::from_u16(code).unwrap(), "downstream says hi")
+                },
+            )
+            .with_state(state);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+        Downstream { addr, hits, bodies }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/in", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -1,0 +1,147 @@
+//! End-to-end: files dropped into a watched folder, converted, written out.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ferry, eventually, files_in};
+use serde_json::Value;
+
+const DROP_ROUTE: &str = r#"
+from:
+  file: { path: "{dir}/in", glob: "*.xml", settle: 100ms, poll_interval: 200ms }
+steps:
+  - xml_to_json: {}
+to:
+  - file: { path: "{dir}/out", name: "{header.file.name}.json" }
+"#;
+
+#[tokio::test]
+async fn dropped_xml_file_becomes_json_and_moves_to_done() {
+    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    std::fs::write(
+        f.path("in/a.xml"),
+        r#"<note lang="en"><to>Tove</to></note>"#,
+    )
+    .unwrap();
+    let out = f.path("out/a.xml.json");
+    eventually("a.xml.json", Duration::from_secs(10), || {
+        out.exists().then_some(())
+    })
+    .await;
+    let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["note"]["@lang"], "en");
+    assert_eq!(v["note"]["to"], "Tove");
+    let done = f.path("in/.done/a.xml");
+    eventually("a.xml in .done", Duration::from_secs(5), || {
+        done.exists().then_some(())
+    })
+    .await;
+    assert!(!f.path("in/a.xml").exists());
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_file_moves_to_error_with_a_reason() {
+    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    std::fs::write(f.path("in/bad.xml"), "<a><b></a>").unwrap();
+    let reason = f.path("in/.error/bad.xml.reason");
+    eventually("bad.xml.reason", Duration::from_secs(10), || {
+        reason.exists().then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&reason).unwrap();
+    assert!(text.contains("xml_to_json"), "{text}");
+    assert!(f.path("in/.error/bad.xml").exists());
+    assert!(files_in(&f.path("out")).is_empty());
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn temp_and_non_matching_files_are_left_alone_until_renamed() {
+    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    std::fs::write(f.path("in/b.xml.tmp"), "<b>1</b>").unwrap();
+    std::fs::write(f.path("in/readme.txt"), "not xml").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(files_in(&f.path("out")).is_empty());
+    std::fs::rename(f.path("in/b.xml.tmp"), f.path("in/b.xml")).unwrap();
+    let out = f.path("out/b.xml.json");
+    eventually("b.xml.json", Duration::from_secs(10), || {
+        out.exists().then_some(())
+    })
+    .await;
+    assert!(f.path("in/readme.txt").exists());
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_files_are_each_delivered_once() {
+    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    for i in 0..50 {
+        std::fs::write(f.path(&format!("in/f{i:03}.xml")), format!("<n>{i}</n>")).unwrap();
+    }
+    let out = eventually("50 outputs", Duration::from_secs(20), || {
+        let v = files_in(&f.path("out"));
+        (v.len() >= 50).then_some(v)
+    })
+    .await;
+    assert_eq!(out.len(), 50);
+    eventually("50 in .done", Duration::from_secs(5), || {
+        (files_in(&f.path("in/.done")).len() == 50).then_some(())
+    })
+    .await;
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn append_mode_writes_one_json_line_per_message() {
+    let route = r#"
+from:
+  http: { path: /log }
+to:
+  - file: { path: "{dir}/out", name: "events-{date}.jsonl", append: true }
+"#;
+    let f = Ferry::start(&[("log.yaml", route)]).await;
+    let c = reqwest::Client::new();
+    for i in 0..20 {
+        let r = c
+            .post(f.url("/log"))
+            .body(format!("{{\"i\": {i},\n \"x\": \"y\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let files = files_in(&f.path("out"));
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 20);
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["x"], "y");
+    }
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn file_sink_name_from_a_header_cannot_escape_the_folder() {
+    let route = r#"
+from:
+  http: { path: /w }
+to:
+  - file: { path: "{dir}/out", name: "{header.x-name}" }
+"#;
+    let f = Ferry::start(&[("w.yaml", route)]).await;
+    let r = reqwest::Client::new()
+        .post(f.url("/w"))
+        .header("x-name", "../../etc/evil")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(f.path("out/.._.._etc_evil").is_file());
+    assert!(!f.dir.path().join("etc").exists());
+    f.engine.shutdown().await;
+}
