@@ -14,8 +14,11 @@
 //!   `stdin`/`stdout`); [`steps`] one file per processing step.
 //! - [`codec`] holds pure conversions (XML ⇄ JSON); [`script`] is the Rhai
 //!   sandbox; [`jsonpath`] compiles RFC 9535 queries once per route.
+//! - [`admin`] serves health, readiness, metrics, route status and reload;
+//!   [`engine::watch`] reloads when route or connector files change.
 //! - [`schema`] generates the JSON Schema of route and connector files.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod connectors;

@@ -7,8 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry::config::Defaults;
-use ferry::engine::{self, Engine};
+use std::sync::Arc;
+
+use ferry::admin::Readiness;
+use ferry::engine::watch::{self, ReloadTrigger, WatchOptions};
+use ferry::engine::{self, ConfigDirs, Engine};
 use ferry::schema::{SchemaKind, schema_json};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +51,13 @@ enum Command {
         /// Default address of `http` sources.
         #[arg(long, default_value = "127.0.0.1:8080", env = "FERRY_HTTP_LISTEN")]
         http_listen: SocketAddr,
+        /// Address of the admin endpoint (health, metrics, route status, reload).
+        #[arg(long, default_value = "127.0.0.1:9090", env = "FERRY_ADMIN_LISTEN")]
+        admin_listen: SocketAddr,
+        /// Do not watch the route and connector folders (SIGHUP and
+        /// `POST /admin/reload` still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check route and connector files; print every error; exit 1 if any.
     Check {
@@ -73,7 +85,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -118,6 +131,8 @@ fn main() -> ExitCode {
             connectors,
             data,
             http_listen,
+            admin_listen,
+            no_watch,
         } => {
             init_logging(cli.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -127,14 +142,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(
+            let dirs = ConfigDirs {
                 routes,
                 connectors,
-                Defaults {
+                defaults: Defaults {
                     http_listen,
                     data_dir: data,
                 },
-            )) {
+            };
+            match runtime.block_on(run(dirs, admin_listen, !no_watch)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -145,56 +161,85 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(routes: PathBuf, connectors: PathBuf, defaults: Defaults) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&defaults.data_dir)
-        .with_context(|| format!("cannot create data folder {}", defaults.data_dir.display()))?;
-    let loaded = engine::load(&[routes.clone()], &connectors, &defaults);
-    for e in &loaded.errors {
-        tracing::error!("{e}");
-    }
-    if loaded.routes.is_empty() {
+async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow::Result<()> {
+    let data_dir = dirs.defaults.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
+    ferry::admin::metrics_handle();
+    let engine = Arc::new(Engine::with_dirs(dirs));
+    // At startup every file must be valid (fail fast, like `ferry check`);
+    // later reloads keep the running version of a file that turns invalid.
+    let report = engine.reload().await;
+    if !report.ok() {
+        engine.shutdown().await;
         anyhow::bail!(
-            "no valid route in {} ({} error(s) above)",
-            routes.display(),
-            loaded.errors.len()
+            "{} error(s) in the route or connector files (see above)",
+            report.errors.len()
         );
     }
-    let engine = Engine::new();
-    let failed = engine.start(loaded.routes).await;
+    let shutdown = CancellationToken::new();
+    let readiness = Readiness::default();
+    ferry::admin::serve(
+        admin_listen,
+        engine.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+    let trigger = ReloadTrigger::default();
+    if watch {
+        watch::spawn(
+            engine.clone(),
+            WatchOptions::default(),
+            trigger.clone(),
+            shutdown.clone(),
+        );
+    }
     let running = engine.route_ids().await;
+    if running.is_empty() {
+        tracing::warn!("no routes yet; add route files and they start without a restart");
+    }
+    readiness.set(true);
     tracing::info!(
         routes = running.len(),
-        failed = failed.len(),
-        "ferry is running; Ctrl-C or SIGTERM stops it"
+        "ferry is running; Ctrl-C or SIGTERM stops it, SIGHUP reloads"
     );
-    if running.is_empty() {
-        anyhow::bail!("no route could start");
-    }
-    wait_for_signal().await;
+    wait_for_signal(&trigger).await;
+    readiness.set(false);
     tracing::info!("stopping: no new input; finishing messages in flight");
+    shutdown.cancel();
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGINT or SIGTERM; SIGHUP triggers a reload meanwhile.
+async fn wait_for_signal(trigger: &ReloadTrigger) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    trigger.reload_now();
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = trigger;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

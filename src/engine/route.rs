@@ -21,7 +21,7 @@ use super::pipeline::{NamedSink, NamedStep, Pipeline};
 use crate::config::load::ParsedRoute;
 use crate::config::{BuildContext, ConfigError, Connectors, Defaults};
 use crate::connectors::{Resources, RouteInput, SinkConfig, Source, SourceConfig, SourceContext};
-use crate::message::Envelope;
+use crate::message::{Envelope, Outcome};
 use crate::script::ScriptEngine;
 use crate::steps::StepConfig;
 
@@ -258,7 +258,17 @@ async fn run_workers(
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let pipeline = pipeline.clone();
                 tasks.spawn(async move {
+                    let route = env.message.meta.route.to_string();
+                    let started = std::time::Instant::now();
                     let outcome = pipeline.process(env.message).await;
+                    let label = match &outcome {
+                        Outcome::Delivered(_) => "delivered",
+                        Outcome::Dropped { .. } => "dropped",
+                        Outcome::DeadLettered(_) => "dead_lettered",
+                        Outcome::Failed(_) => "failed",
+                    };
+                    metrics::counter!("ferry_messages_total", "route" => route.clone(), "outcome" => label).increment(1);
+                    metrics::histogram!("ferry_message_seconds", "route" => route).record(started.elapsed().as_secs_f64());
                     env.ack.settle(outcome);
                     drop(permit);
                 });
