@@ -97,6 +97,12 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
     }
 }
 
+type DownstreamState = (
+    Arc<AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    Arc<Vec<u16>>,
+);
+
 /// A downstream HTTP service: answers each request with the next status from
 /// `statuses` (the last one repeats), after `delay`; records the bodies.
 #[derive(Clone)]
@@ -115,11 +121,7 @@ impl Downstream {
         let state = (hits.clone(), bodies.clone(), Arc::new(statuses));
         let app = axum::Router::new()
             .fallback(
-                move |State((hits, bodies, statuses)): State<(
-                    Arc<AtomicUsize>,
-                    Arc<std::sync::Mutex<Vec<(String, String)>>>,
-                    Arc<Vec<u16>>,
-                )>,
+                move |State((hits, bodies, statuses)): State<DownstreamState>,
                       headers: HeaderMap,
                       body: String| async move {
                     let n = hits.fetch_add(1, Ordering::SeqCst);
