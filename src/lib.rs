@@ -25,6 +25,7 @@ pub mod connectors;
 pub mod engine;
 pub mod jsonpath;
 pub mod message;
+pub mod queue_store;
 pub mod schema;
 pub mod script;
 pub mod steps;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ferry::admin::Readiness;
 use ferry::engine::watch::{self, ReloadTrigger, WatchOptions};
 use ferry::engine::{self, ConfigDirs, Engine};
+use ferry::queue_store::FsyncPolicy;
 use ferry::schema::{SchemaKind, schema_json};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,10 @@ enum Command {
         /// Address of the admin endpoint (health, metrics, route status, reload).
         #[arg(long, default_value = "127.0.0.1:9090", env = "FERRY_ADMIN_LISTEN")]
         admin_listen: SocketAddr,
+        /// When the embedded queue syncs to disk: `always` (every commit, the
+        /// default) or `interval:100ms` (see docs/queue.md for what each risks).
+        #[arg(long, default_value = "always", env = "FERRY_QUEUE_FSYNC")]
+        queue_fsync: FsyncPolicy,
         /// Do not watch the route and connector folders (SIGHUP and
         /// `POST /admin/reload` still reload).
         #[arg(long)]
@@ -132,10 +137,17 @@ fn main() -> ExitCode {
             data,
             http_listen,
             admin_listen,
+            queue_fsync,
             no_watch,
         } => {
             init_logging(cli.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            // Script evaluation recurses: give workers the stack the default
+            // script limits need, so scripts never run on a borrowed stack.
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(ferry::script::ScriptLimits::default().stack_bytes())
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -148,6 +160,7 @@ fn main() -> ExitCode {
                 defaults: Defaults {
                     http_listen,
                     data_dir: data,
+                    queue_fsync,
                 },
             };
             match runtime.block_on(run(dirs, admin_listen, !no_watch)) {

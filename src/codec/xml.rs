@@ -2455,7 +2455,7 @@ mod tests {
 
     #[test]
     fn nesting_and_size_limits_are_enforced() {
-        let deep = "<a>".repeat(129) + &"</a>".repeat(129);
+        let deep = "<a>".repeat(129) + "</a>".repeat(129).as_str();
         let e = error(deep.as_bytes());
         assert!(
             e.starts_with("XML nesting deeper than 128 at line 1, column 385"),

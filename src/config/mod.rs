@@ -27,6 +27,7 @@ use serde_saphyr::{Location, Spanned};
 pub use error::{ConfigError, ConfigErrors};
 
 use crate::connectors::{ConnectorConfig, SinkConfig, SourceConfig};
+use crate::queue_store::FsyncPolicy;
 use crate::script::{ScriptEngine, ScriptLimits};
 use crate::steps::StepConfig;
 
@@ -213,6 +214,8 @@ pub struct Defaults {
     pub http_listen: SocketAddr,
     /// Where Ferry keeps its state (queues, stores).
     pub data_dir: PathBuf,
+    /// When the embedded queue store syncs to disk.
+    pub queue_fsync: FsyncPolicy,
 }
 
 impl Default for Defaults {
@@ -220,6 +223,7 @@ impl Default for Defaults {
         Defaults {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
+            queue_fsync: FsyncPolicy::Always,
         }
     }
 }

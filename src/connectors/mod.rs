@@ -13,9 +13,11 @@
 
 pub mod file;
 pub mod http;
+pub mod queue;
 pub mod stdio;
 pub mod timer;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BuildContext, ConfigError};
 use crate::message::{Ack, AckReceiver, Envelope, Message, Outcome, outcome_of};
+use crate::queue_store::{FsyncPolicy, QueueStore, StoreError};
 
 /// Route `from:`: `{ KIND: { options } }`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,6 +40,8 @@ pub enum SourceConfig {
     Http(http::HttpSourceConfig),
     /// Watch a folder; move each file to `.done/` after delivery.
     File(file::FileSourceConfig),
+    /// Consume the embedded durable queue (no broker needed).
+    Queue(queue::QueueSourceConfig),
     /// Emit a message at a fixed interval.
     Timer(timer::TimerSourceConfig),
     /// Read standard input, one message per line.
@@ -51,6 +56,8 @@ pub enum SinkConfig {
     Http(http::HttpSinkConfig),
     /// Write the message to a file atomically (or append as JSON lines).
     File(file::FileSinkConfig),
+    /// Append the message to the embedded durable queue.
+    Queue(queue::QueueSinkConfig),
     /// Print the message body on standard output.
     Stdout(stdio::StdoutSinkConfig),
 }
@@ -81,6 +88,7 @@ impl SourceConfig {
         Ok(match &cfg.value {
             SourceConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::File(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::Queue(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
         })
@@ -96,6 +104,7 @@ impl SinkConfig {
         Ok(match &cfg.value {
             SinkConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::File(c) => Arc::new(c.build(loc, ctx)?),
+            SinkConfig::Queue(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
@@ -123,6 +132,12 @@ pub trait Source: Send + Sync + 'static {
 /// A running destination of messages.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
+    /// Called when a route version starts, before its source takes input:
+    /// connect, open stores. An error keeps the route from starting.
+    async fn start(&self, _resources: &Arc<Resources>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Deliver one message; `Ok` only once the other side confirmed it.
     async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError>;
 
@@ -160,11 +175,48 @@ impl DeliveryError {
 pub struct SourceError(pub String);
 
 /// State shared by all routes' connectors: the HTTP listeners (shared, never
-/// rebound while Ferry runs) and the files currently being processed.
-#[derive(Default)]
+/// rebound while Ferry runs), the files currently being processed, and the
+/// embedded queue store (opened on first use).
 pub struct Resources {
     pub http: http::HttpServers,
     pub files: file::FileClaims,
+    data_dir: PathBuf,
+    queue_fsync: FsyncPolicy,
+    queues: tokio::sync::OnceCell<QueueStore>,
+}
+
+impl Resources {
+    pub fn new(data_dir: PathBuf, queue_fsync: FsyncPolicy) -> Self {
+        Resources {
+            http: Default::default(),
+            files: Default::default(),
+            data_dir,
+            queue_fsync,
+            queues: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The embedded queue store (`DATA/queues.redb`), opened on first use.
+    pub async fn queue_store(&self) -> Result<QueueStore, StoreError> {
+        self.queues
+            .get_or_try_init(|| async {
+                let path = self.data_dir.join("queues.redb");
+                let policy = self.queue_fsync;
+                tokio::task::spawn_blocking(move || QueueStore::open(&path, policy))
+                    .await
+                    .map_err(|e| StoreError {
+                        path: "queues.redb".into(),
+                        message: e.to_string(),
+                    })?
+            })
+            .await
+            .cloned()
+    }
+
+    /// The store if some route already opened it.
+    pub fn queue_store_if_open(&self) -> Option<QueueStore> {
+        self.queues.get().cloned()
+    }
 }
 
 /// What a running source gets from the engine.

@@ -32,7 +32,8 @@ pub use route::{RouteSpec, RunningRoute};
 
 use crate::config::load::{load_connectors, parse_route, yaml_files};
 use crate::config::{ConfigError, Defaults};
-use crate::connectors::Resources;
+use crate::connectors::{Resources, RouteInput};
+use crate::queue_store::FsyncPolicy;
 
 /// Everything found in the route and connector files.
 pub struct Loaded {
@@ -174,10 +175,17 @@ impl Default for Engine {
 impl Engine {
     /// An engine for routes given directly with [`Engine::start`].
     pub fn new() -> Self {
+        Self::with_resources(
+            Resources::new(PathBuf::from("data"), FsyncPolicy::Always),
+            None,
+        )
+    }
+
+    fn with_resources(resources: Resources, dirs: Option<ConfigDirs>) -> Self {
         crate::install_crypto_provider();
         Engine {
-            resources: Arc::new(Resources::default()),
-            dirs: None,
+            resources: Arc::new(resources),
+            dirs,
             state: Default::default(),
             draining: Default::default(),
         }
@@ -185,10 +193,18 @@ impl Engine {
 
     /// An engine that reads (and re-reads on [`Engine::reload`]) `dirs`.
     pub fn with_dirs(dirs: ConfigDirs) -> Self {
-        Engine {
-            dirs: Some(dirs),
-            ..Engine::new()
-        }
+        let resources = Resources::new(dirs.defaults.data_dir.clone(), dirs.defaults.queue_fsync);
+        Self::with_resources(resources, Some(dirs))
+    }
+
+    /// A door into a running route (for dead-letter replay).
+    pub async fn route_input(&self, id: &str) -> Option<RouteInput> {
+        self.state
+            .lock()
+            .await
+            .routes
+            .get(id)
+            .and_then(|r| r.input())
     }
 
     pub fn dirs(&self) -> Option<&ConfigDirs> {

@@ -149,6 +149,9 @@ impl RouteSpec {
 /// A started route version.
 pub struct RunningRoute {
     pub spec: Arc<RouteSpec>,
+    /// Hands messages to the route from outside its source (dead-letter
+    /// replay); weak so the channel still closes when the source stops.
+    injector: mpsc::WeakSender<Envelope>,
     pub started_at: DateTime<Utc>,
     shutdown: CancellationToken,
     source_task: JoinHandle<()>,
@@ -165,7 +168,19 @@ impl RunningRoute {
         spec: Arc<RouteSpec>,
         resources: Arc<Resources>,
     ) -> Result<RunningRoute, String> {
+        let sinks = spec
+            .pipeline
+            .sinks
+            .iter()
+            .chain(spec.pipeline.dead_letter.as_ref());
+        for s in sinks {
+            s.sink
+                .start(&resources)
+                .await
+                .map_err(|e| format!("{}: {e}", s.label))?;
+        }
         let (tx, rx) = mpsc::channel::<Envelope>(spec.buffer);
+        let injector = tx.downgrade();
         let workers = tokio::spawn(run_workers(spec.pipeline.clone(), rx, spec.concurrency));
         let shutdown = CancellationToken::new();
         let (ctx, ready) = SourceContext::new(
@@ -199,11 +214,18 @@ impl RunningRoute {
         tracing::info!(route = %spec.id, source = %spec.source.describe(), version = %spec.version, "route started");
         Ok(RunningRoute {
             spec,
+            injector,
             started_at: Utc::now(),
             shutdown,
             source_task,
             workers,
         })
+    }
+
+    /// A door into the route for messages that do not come from its source, while
+    /// the route takes input.
+    pub fn input(&self) -> Option<RouteInput> {
+        self.injector.upgrade().map(RouteInput::new)
     }
 
     /// Stop taking input, finish in-flight messages (bounded by the route's

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry::config::Defaults;
-use ferry::engine::{self, Engine};
+use ferry::engine::{ConfigDirs, Engine};
 
 pub struct Ferry {
     pub engine: Engine,
@@ -41,19 +41,18 @@ impl Ferry {
         for (name, yaml) in connectors {
             std::fs::write(conn_dir.join(name), yaml.replace("{dir}", &d)).unwrap();
         }
-        let defaults = Defaults {
-            http_listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
+        let dirs = ConfigDirs {
+            routes: routes_dir,
+            connectors: conn_dir,
+            defaults: Defaults {
+                http_listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: dir.path().join("data"),
+                ..Defaults::default()
+            },
         };
-        let loaded = engine::load(&[routes_dir], &conn_dir, &defaults);
-        assert!(
-            loaded.errors.is_empty(),
-            "route errors: {:?}",
-            loaded.errors
-        );
-        let engine = Engine::new();
-        let failed = engine.start(loaded.routes).await;
-        assert!(failed.is_empty(), "routes failed to start: {failed:?}");
+        let engine = Engine::with_dirs(dirs);
+        let report = engine.reload().await;
+        assert!(report.ok(), "route errors: {:?}", report.errors);
         let addr = engine.resources.http.bound_addrs().await.first().copied();
         Ferry { engine, dir, addr }
     }
