@@ -22,6 +22,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod connectors;
+pub mod dead_letters;
 pub mod engine;
 pub mod jsonpath;
 pub mod message;

@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry::config::Defaults;
+use std::path::Path;
 use std::sync::Arc;
 
 use ferry::admin::Readiness;
+use ferry::dead_letters::{Backend, ReplayRequest};
+use indicatif::{ProgressBar, ProgressStyle};
 use ferry::engine::watch::{self, ReloadTrigger, WatchOptions};
 use ferry::engine::{self, ConfigDirs, Engine};
 use ferry::queue_store::FsyncPolicy;
@@ -72,10 +75,54 @@ enum Command {
         #[arg(long, default_value = "connectors")]
         connectors: PathBuf,
     },
+    /// Inspect, replay or purge dead letters (any embedded queue).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// Ferry's data folder (where `queues.redb` is).
+        #[arg(long, global = true, default_value = "data", env = "FERRY_DATA")]
+        data: PathBuf,
+        /// Admin endpoint of a running Ferry (used when it holds the store).
+        #[arg(long, global = true, default_value = "127.0.0.1:9090", env = "FERRY_ADMIN_LISTEN")]
+        admin: SocketAddr,
+    },
     /// Print the JSON Schema of route files (or connector files).
     Schema {
         #[arg(value_enum, default_value_t = SchemaTarget::Route)]
         target: SchemaTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Every queue with its size.
+    Queues,
+    /// The oldest messages of a queue, with their errors.
+    List {
+        queue: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One message (by sequence number or message id), headers and body.
+    Show { queue: String, key: String },
+    /// Send messages back: to the queue they came from (default), another
+    /// queue, or a running route.
+    Replay {
+        queue: String,
+        #[arg(long, conflicts_with = "to_route")]
+        to_queue: Option<String>,
+        #[arg(long)]
+        to_route: Option<String>,
+        /// Replay at most this many (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete every message of a queue.
+    Purge {
+        queue: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -108,6 +155,22 @@ fn main() -> ExitCode {
             };
             println!("{}", schema_json(kind));
             ExitCode::SUCCESS
+        }
+        Command::DeadLetters { action, data, admin } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(dead_letters(action, &data, admin)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Check { paths, connectors } => {
             let paths = if paths.is_empty() {
@@ -224,6 +287,82 @@ async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow:
     shutdown.cancel();
     engine.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn dead_letters(action: DeadLetterAction, data: &Path, admin: SocketAddr) -> anyhow::Result<()> {
+    let backend = Backend::connect(data, admin).await.map_err(anyhow::Error::msg)?;
+    match action {
+        DeadLetterAction::Queues => {
+            for q in backend.queues().await.map_err(anyhow::Error::msg)? {
+                println!("{:<30} {:>10} messages ({} being processed)", q.name, q.messages, q.leased);
+            }
+        }
+        DeadLetterAction::List { queue, limit } => {
+            let list = backend.list(&queue, limit).await.map_err(anyhow::Error::msg)?;
+            if list.is_empty() {
+                println!("{queue}: empty");
+            }
+            for m in list {
+                let h = |k: &str| m.headers.get(k).cloned().unwrap_or_default();
+                println!(
+                    "{:>6}  {}  {}  {}  [{}] {}",
+                    m.seq,
+                    m.id,
+                    m.received_at,
+                    h("ferry-route"),
+                    h("ferry-error-stage"),
+                    h("ferry-error")
+                );
+            }
+        }
+        DeadLetterAction::Show { queue, key } => match backend.show(&queue, &key).await.map_err(anyhow::Error::msg)? {
+            Some(m) => println!("{}", serde_json::to_string_pretty(&m)?),
+            None => anyhow::bail!("no message `{key}` in queue {queue}"),
+        },
+        DeadLetterAction::Replay { queue, to_queue, to_route, limit } => {
+            let total = backend
+                .queues()
+                .await
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .find(|q| q.name == queue)
+                .map_or(0, |q| q.messages);
+            let want = limit.map_or(total, |l| (l as u64).min(total));
+            let bar = ProgressBar::new(want).with_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let (mut replayed, mut failed) = (0u64, Vec::new());
+            while replayed < want {
+                let batch = ((want - replayed) as usize).min(100);
+                let req = ReplayRequest { to_queue: to_queue.clone(), to_route: to_route.clone(), limit: Some(batch) };
+                let r = backend.replay(&queue, &req).await.map_err(anyhow::Error::msg)?;
+                replayed += r.replayed as u64;
+                bar.inc(r.replayed as u64);
+                failed.extend(r.failed);
+                // Messages that fail stay first in the queue: stop rather than loop on them.
+                if r.replayed < batch {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+            println!("replayed {replayed} message(s) from {queue}; {} failed", failed.len());
+            for f in failed.iter().take(20) {
+                println!("  failed: {f}");
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("{} message(s) could not be replayed and stay in {queue}", failed.len());
+            }
+        }
+        DeadLetterAction::Purge { queue, yes } => {
+            if !yes {
+                anyhow::bail!("purge deletes every message of {queue}; add --yes to confirm");
+            }
+            let n = backend.purge(&queue).await.map_err(anyhow::Error::msg)?;
+            println!("purged {n} message(s) from {queue}");
+        }
+    }
     Ok(())
 }
 

@@ -227,7 +227,7 @@ pub struct Lease {
 }
 
 /// One queue's size.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QueueInfo {
     pub name: String,
     pub messages: u64,
@@ -381,6 +381,35 @@ impl QueueStore {
         StoredMessage::decode(raw.value())
             .map(Some)
             .ok_or_else(|| self.error(format!("message {seq} in queue {queue} is unreadable")))
+    }
+
+    /// Lease one particular ready message (by sequence number), e.g. to replay it.
+    pub fn lease(&self, queue: &str, seq: u64) -> Result<Option<Lease>, StoreError> {
+        if !self.state(queue, |s| {
+            let taken = s.ready.remove(&seq);
+            if taken {
+                s.leased.insert(seq);
+            }
+            taken
+        }) {
+            return Ok(None);
+        }
+        match self.read(queue, seq) {
+            Ok(Some(message)) => Ok(Some(Lease {
+                queue: queue.to_string(),
+                seq,
+                message,
+            })),
+            other => {
+                self.state(queue, |s| {
+                    s.leased.remove(&seq);
+                    if matches!(other, Err(_)) {
+                        s.ready.insert(seq);
+                    }
+                });
+                other.map(|_| None)
+            }
+        }
     }
 
     /// The message was handled: remove it for good.

@@ -1,5 +1,6 @@
 //! Message templates for file names and log lines: `{id}`, `{route}`,
-//! `{source}`, `{attempt}`, `{header.NAME}`, `{meta.KEY}`, `{body}`,
+//! `{source}`, `{attempt}`, `{header.NAME}`, `{meta.KEY}`, `{body}`, `{uuid}` (fresh
+//! for each rendering),
 //! `{timestamp}` (Unix milliseconds), `{date}` (YYYY-MM-DD), `{time}` (HHMMSS),
 //! `{datetime}` (RFC 3339). `{{` and `}}` write literal braces.
 //!
@@ -19,6 +20,7 @@ pub struct Template {
 enum Part {
     Text(String),
     Id,
+    Uuid,
     Route,
     Source,
     Attempt,
@@ -79,6 +81,7 @@ impl Template {
     fn placeholder(name: &str, text: &str) -> Result<Part, String> {
         Ok(match name {
             "id" => Part::Id,
+            "uuid" => Part::Uuid,
             "route" => Part::Route,
             "source" => Part::Source,
             "attempt" => Part::Attempt,
@@ -94,7 +97,7 @@ impl Template {
                     Part::Meta(m.to_string())
                 } else {
                     return Err(format!(
-                        "unknown placeholder `{{{n}}}` in template `{text}` (known: id, route, source, attempt, body, timestamp, date, time, datetime, header.NAME, meta.KEY)"
+                        "unknown placeholder `{{{n}}}` in template `{text}` (known: id, uuid, route, source, attempt, body, timestamp, date, time, datetime, header.NAME, meta.KEY)"
                     ));
                 }
             }
@@ -114,6 +117,7 @@ impl Template {
             let _ = match p {
                 Part::Text(t) => write!(out, "{t}"),
                 Part::Id => write!(out, "{}", msg.id),
+                Part::Uuid => write!(out, "{}", uuid::Uuid::now_v7()),
                 Part::Route => write!(out, "{}", msg.meta.route),
                 Part::Source => write!(out, "{}", msg.meta.source),
                 Part::Attempt => write!(out, "{}", msg.meta.attempt),
