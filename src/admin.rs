@@ -166,7 +166,10 @@ async fn queue_messages(
     }
 }
 
-async fn queue_message(State(a): State<Admin>, Path((queue, key)): Path<(String, String)>) -> Response {
+async fn queue_message(
+    State(a): State<Admin>,
+    Path((queue, key)): Path<(String, String)>,
+) -> Response {
     let s = match store(&a).await {
         Ok(s) => s,
         Err(r) => return r,

@@ -102,24 +102,25 @@ pub async fn replay(
         }
     };
     for (seq, m) in batch {
-        let outcome = match (&req.to_route, &req.to_queue) {
-            (Some(route), _) => replay_into_route(store, engine, queue, seq, route).await,
-            (None, target) => {
-                let Some(target) = target.clone().or_else(|| original_queue(&m)) else {
-                    result.failed.push(format!(
+        let outcome =
+            match (&req.to_route, &req.to_queue) {
+                (Some(route), _) => replay_into_route(store, engine, queue, seq, route).await,
+                (None, target) => {
+                    let Some(target) = target.clone().or_else(|| original_queue(&m)) else {
+                        result.failed.push(format!(
                         "{}: did not come from a queue (source: {}); give --to-queue or --to-route",
                         m.id,
                         m.headers.get("ferry-source").map_or("unknown", String::as_str)
                     ));
-                    continue;
-                };
-                match store.move_message(queue, seq, &target).await {
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err("being consumed or gone".to_string()),
-                    Err(e) => Err(e.to_string()),
+                        continue;
+                    };
+                    match store.move_message(queue, seq, &target).await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err("being consumed or gone".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
-            }
-        };
+            };
         match outcome {
             Ok(()) => result.replayed += 1,
             Err(e) => result.failed.push(format!("{}: {e}", m.id)),
@@ -136,7 +137,8 @@ async fn replay_into_route(
     seq: u64,
     route: &str,
 ) -> Result<(), String> {
-    let engine = engine.ok_or("replaying into a route needs a running Ferry (its admin endpoint)")?;
+    let engine =
+        engine.ok_or("replaying into a route needs a running Ferry (its admin endpoint)")?;
     let input = engine
         .route_input(route)
         .await
@@ -175,7 +177,10 @@ async fn replay_into_route(
 /// The tools' way to the queues: the store itself, or a running Ferry.
 pub enum Backend {
     Local(QueueStore),
-    Remote { base: String, client: reqwest::Client },
+    Remote {
+        base: String,
+        client: reqwest::Client,
+    },
 }
 
 impl Backend {
@@ -184,7 +189,10 @@ impl Backend {
     pub async fn connect(data_dir: &Path, admin: SocketAddr) -> Result<Backend, String> {
         let path = data_dir.join("queues.redb");
         if !path.exists() {
-            return Err(format!("no queue store at {} (wrong --data?)", path.display()));
+            return Err(format!(
+                "no queue store at {} (wrong --data?)",
+                path.display()
+            ));
         }
         match QueueStore::open(&path, FsyncPolicy::Always) {
             Ok(store) => Ok(Backend::Local(store)),
@@ -227,7 +235,10 @@ impl Backend {
     pub async fn list(&self, queue: &str, limit: usize) -> Result<Vec<MessageView>, String> {
         match self {
             Backend::Local(s) => view_list(s, queue, limit),
-            Backend::Remote { base, .. } => self.get(format!("{base}/{queue}/messages?limit={limit}")).await,
+            Backend::Remote { base, .. } => {
+                self.get(format!("{base}/{queue}/messages?limit={limit}"))
+                    .await
+            }
         }
     }
 
@@ -286,7 +297,11 @@ impl Backend {
 }
 
 /// Up to `limit` messages of a queue, oldest first.
-pub fn view_list(store: &QueueStore, queue: &str, limit: usize) -> Result<Vec<MessageView>, String> {
+pub fn view_list(
+    store: &QueueStore,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<MessageView>, String> {
     Ok(store
         .peek(queue, limit)
         .map_err(|e| e.to_string())?

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use ferry::admin::Readiness;
 use ferry::dead_letters::{Backend, ReplayRequest};
-use indicatif::{ProgressBar, ProgressStyle};
 use ferry::engine::watch::{self, ReloadTrigger, WatchOptions};
 use ferry::engine::{self, ConfigDirs, Engine};
 use ferry::queue_store::FsyncPolicy;
 use ferry::schema::{SchemaKind, schema_json};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -83,7 +83,12 @@ enum Command {
         #[arg(long, global = true, default_value = "data", env = "FERRY_DATA")]
         data: PathBuf,
         /// Admin endpoint of a running Ferry (used when it holds the store).
-        #[arg(long, global = true, default_value = "127.0.0.1:9090", env = "FERRY_ADMIN_LISTEN")]
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9090",
+            env = "FERRY_ADMIN_LISTEN"
+        )]
         admin: SocketAddr,
     },
     /// Print the JSON Schema of route files (or connector files).
@@ -156,7 +161,11 @@ fn main() -> ExitCode {
             println!("{}", schema_json(kind));
             ExitCode::SUCCESS
         }
-        Command::DeadLetters { action, data, admin } => {
+        Command::DeadLetters {
+            action,
+            data,
+            admin,
+        } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -290,16 +299,28 @@ async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow:
     Ok(())
 }
 
-async fn dead_letters(action: DeadLetterAction, data: &Path, admin: SocketAddr) -> anyhow::Result<()> {
-    let backend = Backend::connect(data, admin).await.map_err(anyhow::Error::msg)?;
+async fn dead_letters(
+    action: DeadLetterAction,
+    data: &Path,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
+    let backend = Backend::connect(data, admin)
+        .await
+        .map_err(anyhow::Error::msg)?;
     match action {
         DeadLetterAction::Queues => {
             for q in backend.queues().await.map_err(anyhow::Error::msg)? {
-                println!("{:<30} {:>10} messages ({} being processed)", q.name, q.messages, q.leased);
+                println!(
+                    "{:<30} {:>10} messages ({} being processed)",
+                    q.name, q.messages, q.leased
+                );
             }
         }
         DeadLetterAction::List { queue, limit } => {
-            let list = backend.list(&queue, limit).await.map_err(anyhow::Error::msg)?;
+            let list = backend
+                .list(&queue, limit)
+                .await
+                .map_err(anyhow::Error::msg)?;
             if list.is_empty() {
                 println!("{queue}: empty");
             }
@@ -316,11 +337,20 @@ async fn dead_letters(action: DeadLetterAction, data: &Path, admin: SocketAddr) 
                 );
             }
         }
-        DeadLetterAction::Show { queue, key } => match backend.show(&queue, &key).await.map_err(anyhow::Error::msg)? {
+        DeadLetterAction::Show { queue, key } => match backend
+            .show(&queue, &key)
+            .await
+            .map_err(anyhow::Error::msg)?
+        {
             Some(m) => println!("{}", serde_json::to_string_pretty(&m)?),
             None => anyhow::bail!("no message `{key}` in queue {queue}"),
         },
-        DeadLetterAction::Replay { queue, to_queue, to_route, limit } => {
+        DeadLetterAction::Replay {
+            queue,
+            to_queue,
+            to_route,
+            limit,
+        } => {
             let total = backend
                 .queues()
                 .await
@@ -330,14 +360,23 @@ async fn dead_letters(action: DeadLetterAction, data: &Path, admin: SocketAddr) 
                 .map_or(0, |q| q.messages);
             let want = limit.map_or(total, |l| (l as u64).min(total));
             let bar = ProgressBar::new(want).with_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} replayed ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let (mut replayed, mut failed) = (0u64, Vec::new());
             while replayed < want {
                 let batch = ((want - replayed) as usize).min(100);
-                let req = ReplayRequest { to_queue: to_queue.clone(), to_route: to_route.clone(), limit: Some(batch) };
-                let r = backend.replay(&queue, &req).await.map_err(anyhow::Error::msg)?;
+                let req = ReplayRequest {
+                    to_queue: to_queue.clone(),
+                    to_route: to_route.clone(),
+                    limit: Some(batch),
+                };
+                let r = backend
+                    .replay(&queue, &req)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
                 replayed += r.replayed as u64;
                 bar.inc(r.replayed as u64);
                 failed.extend(r.failed);
@@ -347,12 +386,18 @@ async fn dead_letters(action: DeadLetterAction, data: &Path, admin: SocketAddr) 
                 }
             }
             bar.finish_and_clear();
-            println!("replayed {replayed} message(s) from {queue}; {} failed", failed.len());
+            println!(
+                "replayed {replayed} message(s) from {queue}; {} failed",
+                failed.len()
+            );
             for f in failed.iter().take(20) {
                 println!("  failed: {f}");
             }
             if !failed.is_empty() {
-                anyhow::bail!("{} message(s) could not be replayed and stay in {queue}", failed.len());
+                anyhow::bail!(
+                    "{} message(s) could not be replayed and stay in {queue}",
+                    failed.len()
+                );
             }
         }
         DeadLetterAction::Purge { queue, yes } => {
