@@ -403,7 +403,7 @@ impl QueueStore {
             other => {
                 self.state(queue, |s| {
                     s.leased.remove(&seq);
-                    if matches!(other, Err(_)) {
+                    if other.is_err() {
                         s.ready.insert(seq);
                     }
                 });
