@@ -186,3 +186,118 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_command_lists_replays_and_purges_through_a_running_ferry_and_offline() {
+    ferry::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin, down) = (
+        common::closed_port(),
+        common::closed_port(),
+        common::closed_port(),
+    );
+    write(
+        dir.path(),
+        "routes/in.yaml",
+        "from:\n  http: { path: /in }\nto:\n  - queue: { name: work }\n",
+    );
+    write(
+        dir.path(),
+        "routes/out.yaml",
+        &format!(
+            "from:\n  queue: {{ name: work }}\nto:\n  - http: {{ url: \"http://127.0.0.1:{down}/x\" }}\nerrors:\n  retry: {{ attempts: 1 }}\n  dead_letter: {{ queue: {{ name: dead }} }}\n"
+        ),
+    );
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let mut child = ferry()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--admin-listen",
+            &admin_addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = reqwest::Client::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(Instant::now() < end, "ferry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in 0..3 {
+        let r = c
+            .post(format!("http://127.0.0.1:{http}/in"))
+            .body(format!("{{\"n\":{n}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let dl = |args: &[&str]| {
+        let mut cmd = ferry();
+        cmd.current_dir(dir.path())
+            .arg("dead-letters")
+            .args(args)
+            .args(["--admin", &admin_addr]);
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, out) = dl(&["list", "dead"]);
+        if out
+            .lines()
+            .filter(|l| l.contains("connection failed"))
+            .count()
+            == 3
+        {
+            assert!(out.contains("[sink 1 (http POST"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < end, "dead letters never listed: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Through the running Ferry (it holds the store).
+    let (ok, out) = dl(&["replay", "dead", "--to-queue", "parked"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("replayed 3 message(s) from dead; 0 failed"),
+        "{out}"
+    );
+    // Offline, on the store itself.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let (ok, out) = dl(&["queues"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("parked") && l.contains(" 3 messages")),
+        "{out}"
+    );
+    let (ok, out) = dl(&["show", "parked", "0"]);
+    assert!(
+        ok && out.contains("\"ferry-error-kind\": \"retryable\""),
+        "{out}"
+    );
+    let (ok, out) = dl(&["purge", "parked"]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    let (ok, out) = dl(&["purge", "parked", "--yes"]);
+    assert!(ok && out.contains("purged 3 message(s)"), "{out}");
+}
