@@ -206,6 +206,18 @@ enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Tell the waiter its operation was not committed.
+    fn fail(self, e: StoreError) {
+        // A waiter that gave up is not an error.
+        let _ = match self {
+            WriteOp::Enqueue { reply, .. } => reply.send(Err(e)).map_err(drop),
+            WriteOp::Delete { reply, .. } => reply.send(Err(e)).map_err(drop),
+            WriteOp::Move { reply, .. } => reply.send(Err(e)).map_err(drop),
+        };
+    }
+}
+
 struct Inner {
     db: Database,
     path: PathBuf,
@@ -305,18 +317,28 @@ impl QueueStore {
         f(map.entry(queue.to_string()).or_default())
     }
 
-    /// Store a message at the end of `queue`; returns once it is committed.
-    pub async fn enqueue(&self, queue: &str, message: &StoredMessage) -> Result<u64, StoreError> {
+    /// Hand an operation to the writer thread and wait for its commit.
+    async fn write<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .writer
-            .send(WriteOp::Enqueue {
-                queue: queue.to_string(),
-                payload: message.encode(),
-                reply,
-            })
+            .send(op(reply))
             .map_err(|_| self.error("writer stopped"))?;
         rx.await.map_err(|_| self.error("writer stopped"))?
+    }
+
+    /// Store a message at the end of `queue`; returns once it is committed.
+    pub async fn enqueue(&self, queue: &str, message: &StoredMessage) -> Result<u64, StoreError> {
+        let payload = message.encode();
+        self.write(|reply| WriteOp::Enqueue {
+            queue: queue.to_string(),
+            payload,
+            reply,
+        })
+        .await
     }
 
     /// Lease the oldest ready message of `queue`, waiting for one to arrive.
@@ -414,16 +436,13 @@ impl QueueStore {
 
     /// The message was handled: remove it for good.
     pub async fn ack(&self, lease: &Lease) -> Result<(), StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteOp::Delete {
+        let r = self
+            .write(|reply| WriteOp::Delete {
                 queue: lease.queue.clone(),
                 seqs: vec![lease.seq],
                 reply,
             })
-            .map_err(|_| self.error("writer stopped"))?;
-        let r = rx.await.map_err(|_| self.error("writer stopped"))?;
+            .await;
         self.state(&lease.queue, |s| s.leased.remove(&lease.seq));
         r
     }
@@ -520,17 +539,14 @@ impl QueueStore {
         if !taken {
             return Ok(None);
         }
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteOp::Move {
+        let r = self
+            .write(|reply| WriteOp::Move {
                 from: from.to_string(),
                 to: to.to_string(),
                 seq,
                 reply,
             })
-            .map_err(|_| self.error("writer stopped"))?;
-        let r = rx.await.map_err(|_| self.error("writer stopped"))?;
+            .await;
         if r.is_err() {
             self.state(from, |s| s.ready.insert(seq));
         }
@@ -543,16 +559,13 @@ impl QueueStore {
             std::mem::take(&mut s.ready).into_iter().collect()
         });
         let n = seqs.len();
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteOp::Delete {
+        let r = self
+            .write(|reply| WriteOp::Delete {
                 queue: queue.to_string(),
                 seqs: seqs.clone(),
                 reply,
             })
-            .map_err(|_| self.error("writer stopped"))?;
-        let r = rx.await.map_err(|_| self.error("writer stopped"))?;
+            .await;
         if let Err(e) = r {
             self.state(queue, |s| s.ready.extend(seqs));
             return Err(e);
@@ -723,29 +736,17 @@ fn answer(inner: &Inner, batch: Vec<WriteOp>, result: Result<Vec<Done>, StoreErr
                     (WriteOp::Move { reply, .. }, _) => {
                         let _ = reply.send(Ok(None));
                     }
-                    (WriteOp::Enqueue { reply, .. }, _) => {
-                        let _ = reply.send(Err(StoreError {
-                            path: inner.path.display().to_string(),
-                            message: "internal: enqueue without a sequence".into(),
-                        }));
-                    }
+                    (op @ WriteOp::Enqueue { .. }, _) => op.fail(StoreError {
+                        path: inner.path.display().to_string(),
+                        message: "internal: enqueue without a sequence".into(),
+                    }),
                 }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "queue store commit failed");
             for op in batch {
-                match op {
-                    WriteOp::Enqueue { reply, .. } => {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                    WriteOp::Delete { reply, .. } => {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                    WriteOp::Move { reply, .. } => {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
+                op.fail(e.clone());
             }
         }
     }

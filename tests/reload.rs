@@ -468,3 +468,41 @@ async fn removing_a_route_finishes_its_in_flight_request_then_404() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_version_that_cannot_start_rolls_back_to_the_old_one() {
+    ferry::install_crypto_provider();
+    let p = Proc::start(&[("r.yaml", &versioned("/r", "v1"))]);
+    let c = reqwest::Client::new();
+    wait_for_version(&c, &p.url("/r"), "v1").await;
+    // The new version wants a port another program holds.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        p.routes_dir().join("r.yaml"),
+        format!(
+            "from:\n  http: {{ path: /r, listen: \"127.0.0.1:{port}\" }}\nsteps:\n  - script: 'body = #{{ version: \"v2\" }};'\n"
+        ),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        let s = p.status().await;
+        if let Some(e) = s["routes"][0]["last_reload_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(Instant::now() < end, "start failure never shown: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        err.contains("failed to start") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert_eq!(version_of(&c, &p.url("/r")).await.unwrap(), "v1");
+    let s = p.status().await;
+    assert_eq!(
+        s["last_reload"]["kept_old_version"],
+        serde_json::json!(["r"]),
+        "{s}"
+    );
+}

@@ -3,7 +3,9 @@
 //! they are the two halves of one device.
 //!
 //! The stdin source reads one message per line (or the whole input as one
-//! message with `whole: true`); at end of input it stops taking input. The
+//! message with `whole: true`) and waits for each line's outcome before reading
+//! the next, so output keeps the input's order; at end of input it stops
+//! taking input. The
 //! stdout sink writes each body followed by a newline and flushes, so a
 //! delivered message is on the terminal when the ack is given.
 
@@ -42,7 +44,6 @@ impl Source for StdinSource {
     async fn run(&self, mut ctx: SourceContext) -> Result<(), SourceError> {
         ctx.ready();
         let mut reader = BufReader::new(tokio::io::stdin());
-        let pending = tokio_util::task::TaskTracker::new();
         loop {
             let mut buf = Vec::new();
             let read = tokio::select! {
@@ -65,18 +66,13 @@ impl Source for StdinSource {
             let Ok(rx) = ctx.input.submit(msg).await else {
                 break;
             };
-            let route = ctx.route_id.clone();
-            pending.spawn(async move {
-                if let Outcome::Failed(f) = outcome_of(rx).await {
-                    tracing::error!(route = %route, error = %f, "stdin message failed");
-                }
-            });
+            if let Outcome::Failed(f) = outcome_of(rx).await {
+                tracing::error!(route = %ctx.route_id, error = %f, "stdin message failed");
+            }
             if self.whole {
                 break;
             }
         }
-        pending.close();
-        pending.wait().await;
         Ok(())
     }
 

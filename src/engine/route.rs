@@ -199,17 +199,19 @@ impl RunningRoute {
             }
         });
         let started = tokio::select! {
-            r = ready => r.is_ok(),
-            e = err_rx => {
-                let reason = e.unwrap_or_else(|_| "source ended before it started".into());
+            r = ready => r,
+            _ = tokio::time::sleep(START_TIMEOUT) => {
                 shutdown.cancel();
-                return Err(reason);
+                return Err(format!("source did not start within {START_TIMEOUT:?}"));
             }
-            _ = tokio::time::sleep(START_TIMEOUT) => false,
         };
-        if !started {
+        if started.is_err() {
+            // The source ended without saying it was ready: its error says why.
             shutdown.cancel();
-            return Err(format!("source did not start within {START_TIMEOUT:?}"));
+            let reason = err_rx
+                .await
+                .unwrap_or_else(|_| "source ended before it started".into());
+            return Err(reason);
         }
         tracing::info!(route = %spec.id, source = %spec.source.describe(), version = %spec.version, "route started");
         Ok(RunningRoute {

@@ -1,0 +1,81 @@
+//! The demo connectors: `timer` in-process, `stdin` → `stdout` through the real
+//! binary with pipes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Ferry, eventually, files_in};
+
+#[tokio::test]
+async fn timer_emits_count_messages_with_its_headers() {
+    let route = r#"
+from:
+  timer: { interval: 20ms, count: 3, body: '{"ping": true}' }
+to:
+  - file: { path: "{dir}/out", name: "tick-{header.timer.count}.json" }
+"#;
+    let f = Ferry::start(&[("tick.yaml", route)]).await;
+    let files = eventually("3 ticks", Duration::from_secs(5), || {
+        let v = files_in(&f.path("out"));
+        (v.len() == 3).then_some(v)
+    })
+    .await;
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["tick-1.json", "tick-2.json", "tick-3.json"]);
+    assert_eq!(
+        std::fs::read_to_string(&files[0]).unwrap(),
+        r#"{"ping": true}"#
+    );
+    // `count` stops it: no fourth tick.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(files_in(&f.path("out")).len(), 3);
+    f.engine.shutdown().await;
+}
+
+#[test]
+fn stdin_lines_come_out_converted_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("routes")).unwrap();
+    std::fs::write(
+        dir.path().join("routes/pipe.yaml"),
+        "from:\n  stdin: {}\nsteps:\n  - xml_to_json: {}\n  - jsonpath: \"$.note.to\"\nto:\n  - stdout: {}\n",
+    )
+    .unwrap();
+    let (http, admin) = (common::closed_port(), common::closed_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--no-watch",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "<note><to>Tove</to></note>").unwrap();
+    writeln!(stdin, "<note><to>Jani</to></note>").unwrap();
+    drop(stdin);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "\"Tove\"");
+    assert_eq!(lines.next().unwrap().unwrap(), "\"Jani\"");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
