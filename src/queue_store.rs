@@ -794,6 +794,37 @@ mod tests {
         assert_eq!(store.queues()[0].messages, 2);
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn competing_consumers_each_get_distinct_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = QueueStore::open(&dir.path().join("q.redb"), FsyncPolicy::Always).unwrap();
+        let consumers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    for _ in 0..25 {
+                        let lease = store.dequeue("shared").await.unwrap();
+                        got.push(lease.message.id.clone());
+                        store.ack(&lease).await.unwrap();
+                    }
+                    got
+                })
+            })
+            .collect();
+        for n in 0..100 {
+            store.enqueue("shared", &msg(n)).await.unwrap();
+        }
+        let mut all = Vec::new();
+        for c in consumers {
+            all.extend(c.await.unwrap());
+        }
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 100, "every message went to exactly one consumer");
+        assert_eq!(store.queues()[0].messages, 0);
+    }
+
     #[tokio::test]
     async fn unacked_messages_come_back_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
