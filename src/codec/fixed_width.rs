@@ -448,7 +448,9 @@ fn strip_padding(f: &Field, raw: &str) -> String {
         Align::Left => raw.trim_end_matches(f.pad),
         Align::Right => raw.trim_start_matches(f.pad),
     };
-    s.trim().to_string()
+    // Only spaces: other whitespace (NEL, NBSP, control bytes) is data in
+    // legacy records.
+    s.trim_matches(' ').to_string()
 }
 
 fn parse_value(f: &Field, raw: &str) -> Result<Value, String> {

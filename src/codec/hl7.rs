@@ -322,6 +322,21 @@ pub fn ack_code(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The error text of an ACK: MSA-3, or else ERR-8 (unescaped).
+pub fn ack_text(text: &str) -> Option<String> {
+    let text = trim_start(text);
+    let mut segs = segments(text);
+    let d = delimiters(segs.next()?).ok()?;
+    let field = |name: &str, n: usize| {
+        segments(text)
+            .find(|s| s.starts_with(name))
+            .and_then(|s| s.split(d.field).nth(n))
+            .filter(|t| !t.is_empty())
+            .map(|t| unescape(t, &d))
+    };
+    field("MSA", 3).or_else(|| field("ERR", 8))
+}
+
 // ------------------------------------------------------------- to JSON
 
 /// Parse a message into the JSON shape described in the module docs.
@@ -823,6 +838,10 @@ OBX|2|CE|code^text&sub1&sub2\r";
             "{nak}"
         );
         assert_eq!(ack_code(&nak).as_deref(), Some("AE"));
+        assert_eq!(
+            ack_text(&nak).as_deref(),
+            Some("sink 1 (http): refused | down ")
+        );
         // A v2.3 message gets no ERR segment (its ERR layout differs).
         let old = Header::read(b"MSH|^~\\&|A|B|C|D|2024||ORM^O01|X1|P|2.3\r");
         assert!(!build_ack(&old, AckCode::Error, Some("x"), "1", now).contains("ERR"));

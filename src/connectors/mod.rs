@@ -14,6 +14,7 @@
 pub mod file;
 pub mod http;
 pub mod stdio;
+pub mod tcp;
 pub mod timer;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum SourceConfig {
     Timer(timer::TimerSourceConfig),
     /// Read standard input, one message per line.
     Stdin(stdio::StdinSourceConfig),
+    /// Accept framed TCP connections (lines, length-prefixed, STX/ETX, fixed,
+    /// MLLP); optionally reply with the result or an HL7 ACK.
+    Tcp(tcp::TcpSourceConfig),
 }
 
 /// One entry of a route's `to:` list (or `errors.dead_letter`).
@@ -53,6 +57,8 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// Print the message body on standard output.
     Stdout(stdio::StdoutSinkConfig),
+    /// Send the body as one frame over a pooled TCP connection.
+    Tcp(tcp::TcpClientConfig),
 }
 
 /// A connector file (`connectors/NAME.yaml`): shared settings that endpoints pull
@@ -83,6 +89,7 @@ impl SourceConfig {
             SourceConfig::File(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -97,6 +104,7 @@ impl SinkConfig {
             SinkConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::File(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
+            SinkConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -159,11 +167,13 @@ impl DeliveryError {
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-/// State shared by all routes' connectors: the HTTP listeners (shared, never
-/// rebound while Ferry runs) and the files currently being processed.
+/// State shared by all routes' connectors: the HTTP and TCP listeners (shared
+/// by route versions, never rebound during a reload) and the files currently
+/// being processed.
 #[derive(Default)]
 pub struct Resources {
     pub http: http::HttpServers,
+    pub tcp: tcp::server::TcpServers,
     pub files: file::FileClaims,
 }
 
