@@ -156,11 +156,16 @@ impl Header {
             h.problem = Some(Hl7Error::Empty);
             return h;
         };
-        if !first.starts_with("MSH") {
+        if !["MSH", "FHS", "BHS"].iter().any(|n| first.starts_with(n)) {
             let shown: String = first.chars().take(20).collect();
             h.problem = Some(Hl7Error::NoHeader(shown));
             return h;
         }
+        // A batch (FHS/BHS …) is acknowledged with its first message's header.
+        let Some(first) = segments(text).find(|s| s.starts_with("MSH")) else {
+            h.problem = Some(Hl7Error::NoHeader("a batch without MSH".into()));
+            return h;
+        };
         let Some(sep) = first.chars().nth(3) else {
             h.problem = Some(Hl7Error::Encoding(
                 "MSH has no field separator (MSH-1)".into(),
