@@ -46,13 +46,10 @@ pub struct FieldSpec {
     pub align: Option<Align>,
     /// Padding character (default space for strings and dates, `0` for numbers).
     pub pad: Option<char>,
-    /// Remove padding and surrounding spaces when parsing (default true).
-    #[serde(default = "yes")]
-    pub trim: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Strings: remove padding and surrounding spaces when parsing (default:
+    /// the step's `trim`, which defaults to true). Without trimming, parsing
+    /// then formatting gives every record back byte for byte.
+    pub trim: Option<bool>,
 }
 
 /// Type of a fixed-width field.
@@ -139,6 +136,7 @@ struct Field {
     align: Align,
     pad: char,
     format: String,
+    trim: bool,
 }
 
 impl Field {
@@ -172,6 +170,7 @@ impl Layout {
         records: &[RecordSpec],
         record_length: Option<usize>,
         allow_short: bool,
+        trim: bool,
     ) -> Result<Layout, LayoutError> {
         let specs: Vec<RecordSpec> = match (fields.is_empty(), records.is_empty()) {
             (false, true) => vec![RecordSpec {
@@ -240,6 +239,7 @@ impl Layout {
                         .unwrap_or(if numeric { Align::Right } else { Align::Left }),
                     pad: f.pad.unwrap_or(if numeric { '0' } else { ' ' }),
                     format,
+                    trim: f.trim.unwrap_or(trim),
                 };
                 next = field.end();
                 if let Some(len) = record_length
@@ -441,7 +441,7 @@ fn check_date_format(format: &str) -> Result<(), String> {
 }
 
 fn strip_padding(f: &Field, raw: &str) -> String {
-    if !f.spec.trim {
+    if !f.trim {
         return raw.to_string();
     }
     let s = match f.align {
@@ -586,7 +586,7 @@ mod tests {
             format: None,
             align: None,
             pad: None,
-            trim: true,
+            trim: None,
         }
     }
 
@@ -605,6 +605,7 @@ mod tests {
             &[],
             Some(27),
             false,
+            true,
         )
         .unwrap()
     }
@@ -678,7 +679,7 @@ mod tests {
                 fields: vec![rt, field("qty", 4, FieldType::Int)],
             },
         ];
-        let layout = Layout::new(&[], &records, Some(9), false).unwrap();
+        let layout = Layout::new(&[], &records, Some(9), false, true).unwrap();
         let text = "H20240131\nD0042    \n999999999\n";
         let v = layout.parse(text, false).unwrap();
         assert_eq!(
@@ -704,12 +705,21 @@ mod tests {
 
     #[test]
     fn layout_mistakes_are_load_errors() {
-        assert!(Layout::new(&[], &[], None, false).is_err());
-        assert!(Layout::new(&[field("a", 0, FieldType::String)], &[], None, false).is_err());
-        assert!(Layout::new(&[field("a", 5, FieldType::String)], &[], Some(4), false).is_err());
+        assert!(Layout::new(&[], &[], None, false, true).is_err());
+        assert!(Layout::new(&[field("a", 0, FieldType::String)], &[], None, false, true).is_err());
+        assert!(
+            Layout::new(
+                &[field("a", 5, FieldType::String)],
+                &[],
+                Some(4),
+                false,
+                true
+            )
+            .is_err()
+        );
         let mut d = field("d", 8, FieldType::Date);
         d.format = Some("%Q".into());
-        assert!(Layout::new(&[d], &[], None, false).is_err());
+        assert!(Layout::new(&[d], &[], None, false, true).is_err());
     }
 
     #[test]
@@ -721,6 +731,7 @@ mod tests {
             ],
             &[],
             Some(6),
+            true,
             true,
         )
         .unwrap();

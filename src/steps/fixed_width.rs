@@ -58,12 +58,20 @@ pub struct FixedWidthConfig {
     /// What separates records: `lf` (default), `crlf` or `none`.
     #[serde(default)]
     pub record_end: RecordEnd,
+    /// Trim string fields when parsing (default true; a field's own `trim`
+    /// wins). Set false for byte-exact parse → format round trips.
+    #[serde(default = "yes")]
+    pub trim: bool,
     /// The fields of a single record type.
     #[serde(default)]
     pub fields: Vec<FieldSpec>,
     /// Several record types, each chosen by `when` (first match wins).
     #[serde(default)]
     pub records: Vec<RecordSpec>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl FixedWidthConfig {
@@ -76,6 +84,7 @@ impl FixedWidthConfig {
             &self.records,
             self.record_length,
             self.allow_short_lines,
+            self.trim,
         )
         .map_err(|e| ctx.error(loc, format!("fixed_width: {e}")))?;
         Ok(FixedWidth {
