@@ -58,6 +58,10 @@ pub struct FixedWidthConfig {
     /// What separates records: `lf` (default), `crlf` or `none`.
     #[serde(default)]
     pub record_end: RecordEnd,
+    /// The body is exactly one record (e.g. one TCP frame): parsing gives an
+    /// object instead of an array, and any other count is an error.
+    #[serde(default)]
+    pub single: bool,
     /// Trim string fields when parsing (default true; a field's own `trim`
     /// wins). Set false for byte-exact parse → format round trips.
     #[serde(default = "yes")]
@@ -91,6 +95,7 @@ impl FixedWidthConfig {
             layout: std::sync::Arc::new(layout),
             direction: self.direction,
             end: self.record_end,
+            single: self.single,
         })
     }
 }
@@ -99,6 +104,7 @@ pub struct FixedWidth {
     layout: std::sync::Arc<Layout>,
     direction: Direction,
     end: RecordEnd,
+    single: bool,
 }
 
 #[async_trait]
@@ -122,6 +128,18 @@ impl Step for FixedWidth {
                 })
                 .await?
                 .map_err(|e| StepError::bad_input(format!("fixed_width: {e}")))?;
+                let v = match v {
+                    serde_json::Value::Array(mut records) if self.single => {
+                        if records.len() != 1 {
+                            return Err(StepError::bad_input(format!(
+                                "fixed_width: expected one record (single: true), found {}",
+                                records.len()
+                            )));
+                        }
+                        records.remove(0)
+                    }
+                    other => other,
+                };
                 msg.body = Body::Json(v);
                 msg.headers
                     .insert("content-type".into(), "application/json".into());
