@@ -15,6 +15,7 @@ pub mod file;
 pub mod http;
 pub mod queue;
 pub mod stdio;
+pub mod tcp;
 pub mod timer;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum SourceConfig {
     Timer(timer::TimerSourceConfig),
     /// Read standard input, one message per line.
     Stdin(stdio::StdinSourceConfig),
+    /// Accept framed TCP connections (lines, length-prefixed, STX/ETX, fixed,
+    /// MLLP); optionally reply with the result or an HL7 ACK.
+    Tcp(tcp::TcpSourceConfig),
 }
 
 /// One entry of a route's `to:` list (or `errors.dead_letter`).
@@ -60,6 +64,8 @@ pub enum SinkConfig {
     Queue(queue::QueueSinkConfig),
     /// Print the message body on standard output.
     Stdout(stdio::StdoutSinkConfig),
+    /// Send the body as one frame over a pooled TCP connection.
+    Tcp(tcp::TcpClientConfig),
 }
 
 /// A connector file (`connectors/NAME.yaml`): shared settings that endpoints pull
@@ -91,6 +97,7 @@ impl SourceConfig {
             SourceConfig::Queue(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
+            SourceConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -106,6 +113,7 @@ impl SinkConfig {
             SinkConfig::File(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Queue(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
+            SinkConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -174,11 +182,12 @@ impl DeliveryError {
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-/// State shared by all routes' connectors: the HTTP listeners (shared, never
-/// rebound while Ferry runs), the files currently being processed, and the
-/// embedded queue store (opened on first use).
+/// State shared by all routes' connectors: the HTTP and TCP listeners (shared
+/// by route versions, never rebound during a reload), the files currently
+/// being processed, and the embedded queue store (opened on first use).
 pub struct Resources {
     pub http: http::HttpServers,
+    pub tcp: tcp::server::TcpServers,
     pub files: file::FileClaims,
     data_dir: PathBuf,
     queue_fsync: FsyncPolicy,
@@ -189,6 +198,7 @@ impl Resources {
     pub fn new(data_dir: PathBuf, queue_fsync: FsyncPolicy) -> Self {
         Resources {
             http: Default::default(),
+            tcp: Default::default(),
             files: Default::default(),
             data_dir,
             queue_fsync,
@@ -211,11 +221,6 @@ impl Resources {
             })
             .await
             .cloned()
-    }
-
-    /// The store if some route already opened it.
-    pub fn queue_store_if_open(&self) -> Option<QueueStore> {
-        self.queues.get().cloned()
     }
 }
 

@@ -6,13 +6,19 @@
 //! loaded, so a bad expression is a load error, never a message-time surprise.
 //! Registering a step kind is one line in [`StepConfig`] and one in `build`.
 
+pub mod charset;
+pub mod csv;
 pub mod filter;
+pub mod fixed_width;
+pub mod hl7_to_json;
+pub mod json_to_hl7;
 pub mod json_to_xml;
 pub mod jsonpath;
 pub mod log;
 pub mod remove_header;
 pub mod script;
 pub mod set_header;
+pub mod tcp_call;
 pub mod xml_to_json;
 
 use std::fmt;
@@ -27,7 +33,7 @@ use serde_saphyr::Spanned;
 
 use crate::config::{BuildContext, ConfigError};
 use crate::jsonpath::JsonPath;
-use crate::message::{FailureKind, Message};
+use crate::message::{Body, FailureKind, Message};
 use crate::script::{CompiledScript, ScriptError, ScriptKind, ScriptMessage};
 
 /// One entry of a route's `steps:` list: `{ KIND: options }`.
@@ -64,6 +70,18 @@ pub enum StepConfig {
         #[schemars(with = "StringOr<log::LogConfig>")]
         log::LogConfig,
     ),
+    /// Parse an HL7 v2 message into JSON (segments in order, fields by number).
+    Hl7ToJson(#[serde(default)] hl7_to_json::Hl7ToJsonConfig),
+    /// Write the JSON form of an HL7 v2 message back as HL7.
+    JsonToHl7(#[serde(default)] json_to_hl7::JsonToHl7Config),
+    /// Parse fixed-width records into JSON, or format JSON into records.
+    FixedWidth(fixed_width::FixedWidthConfig),
+    /// Parse CSV into JSON, or format JSON into CSV.
+    Csv(#[serde(default)] csv::CsvConfig),
+    /// Convert the body between character sets (e.g. cp037 EBCDIC → UTF-8).
+    Charset(charset::CharsetConfig),
+    /// Send the body over TCP and replace it with the reply.
+    TcpCall(crate::connectors::tcp::TcpClientConfig),
 }
 
 impl StepConfig {
@@ -78,6 +96,12 @@ impl StepConfig {
             StepConfig::Filter(_) => "filter",
             StepConfig::Script(_) => "script",
             StepConfig::Log(_) => "log",
+            StepConfig::Hl7ToJson(_) => "hl7_to_json",
+            StepConfig::JsonToHl7(_) => "json_to_hl7",
+            StepConfig::FixedWidth(_) => "fixed_width",
+            StepConfig::Csv(_) => "csv",
+            StepConfig::Charset(_) => "charset",
+            StepConfig::TcpCall(_) => "tcp_call",
         }
     }
 
@@ -95,6 +119,12 @@ impl StepConfig {
             StepConfig::Filter(src) => Arc::new(filter::Filter::build(src, ctx)?),
             StepConfig::Script(src) => Arc::new(script::Script::build(src, ctx)?),
             StepConfig::Log(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::Hl7ToJson(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::JsonToHl7(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::FixedWidth(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::Csv(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::Charset(c) => Arc::new(c.build(loc, ctx)?),
+            StepConfig::TcpCall(c) => Arc::new(tcp_call::TcpCall::build(c, loc, ctx)?),
         })
     }
 }
@@ -198,6 +228,36 @@ where
         }
     }
     d.deserialize_any(V(PhantomData))
+}
+
+/// The body of a step that reads text: raw bytes as they are, a JSON string
+/// (e.g. set by a script) as its text.
+pub fn text_body(msg: &Message, kind: &str) -> Result<bytes::Bytes, StepError> {
+    match &msg.body {
+        Body::Bytes(b) => Ok(b.clone()),
+        Body::Json(serde_json::Value::String(s)) => Ok(bytes::Bytes::from(s.clone())),
+        Body::Json(_) => Err(StepError::bad_input(format!(
+            "{kind}: body is already JSON, not text"
+        ))),
+    }
+}
+
+/// Bodies above this size are converted on the blocking pool, so a big file
+/// never stalls the reactor that serves other messages.
+pub const BLOCKING_THRESHOLD: usize = 256 * 1024;
+
+/// Run a conversion of `size` bytes, off the async workers when it is big.
+pub async fn convert<T: Send + 'static>(
+    kind: &str,
+    size: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StepError> {
+    if size <= BLOCKING_THRESHOLD {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::permanent(format!("{kind}: worker failed: {e}")))
 }
 
 /// Compile a route script, placing a syntax error at its file line and column.

@@ -1,0 +1,474 @@
+//! End-to-end: real TCP clients against `tcp` sources in every framing,
+//! request/reply ordering, limits (frame size, idle, connections), TLS, and
+//! the `tcp` sink and `tcp_call` step against real TCP servers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{Ferry, closed_port, eventually};
+use ferry::codec::framing::{ByteSeq, Delimited, Endian, FrameCodec, Framing, LengthPrefixed};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder, Framed};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn addr(f: &Ferry, route: &str) -> SocketAddr {
+    f.engine
+        .resources
+        .tcp
+        .local_addr(route)
+        .await
+        .unwrap_or_else(|| panic!("route {route} has no tcp listener"))
+}
+
+fn encode(framing: &Framing, payload: &[u8]) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    framing
+        .codec(1 << 20)
+        .encode(Bytes::copy_from_slice(payload), &mut dst)
+        .unwrap();
+    dst.to_vec()
+}
+
+/// Read `n` frames (each within the deadline).
+async fn read_frames(stream: &mut TcpStream, framing: &Framing, n: usize) -> Vec<Vec<u8>> {
+    let mut codec: FrameCodec = framing.codec(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Some(f) = codec.decode(&mut buf).unwrap() {
+            out.push(f.to_vec());
+            continue;
+        }
+        let read = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
+            .await
+            .expect("reply within the deadline")
+            .unwrap();
+        assert!(
+            read > 0,
+            "connection closed after {} of {n} replies",
+            out.len()
+        );
+    }
+    out
+}
+
+/// True once the server closed the connection (read returns 0 or an error).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn echo_route(framing_yaml: &str, extra: &str) -> String {
+    format!(
+        "from:\n  tcp: {{ listen: 127.0.0.1:0, framing: {framing_yaml}, reply: result{extra} }}\n"
+    )
+}
+
+#[tokio::test]
+async fn every_framing_answers_frames_split_across_writes_and_batched_in_one_write() {
+    let cases: Vec<(&str, &str, Framing)> = vec![
+        ("lines", "lines", Framing::Lines),
+        ("crlf", "lines_crlf", Framing::LinesCrlf),
+        (
+            "len4",
+            "{ length_prefixed: { bytes: 4 } }",
+            Framing::LengthPrefixed(LengthPrefixed {
+                bytes: 4,
+                endian: Endian::Big,
+                includes_header: false,
+            }),
+        ),
+        (
+            "len2le",
+            "{ length_prefixed: { bytes: 2, endian: little, includes_header: true } }",
+            Framing::LengthPrefixed(LengthPrefixed {
+                bytes: 2,
+                endian: Endian::Little,
+                includes_header: true,
+            }),
+        ),
+        (
+            "len1",
+            "{ length_prefixed: { bytes: 1 } }",
+            Framing::LengthPrefixed(LengthPrefixed {
+                bytes: 1,
+                endian: Endian::Big,
+                includes_header: false,
+            }),
+        ),
+        (
+            "stx",
+            "{ delimited: { start: [0x02], end: '\\x03' } }",
+            Framing::Delimited(Delimited {
+                start: ByteSeq(vec![2]),
+                end: ByteSeq(vec![3]),
+            }),
+        ),
+        ("fixed", "{ fixed: 8 }", Framing::Fixed(8)),
+        ("mllp", "mllp", Framing::Mllp),
+    ];
+    let routes: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, yaml, _)| (format!("{name}.yaml"), echo_route(yaml, "")))
+        .collect();
+    let refs: Vec<(&str, &str)> = routes
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let f = Ferry::start(&refs).await;
+    for (name, _, framing) in &cases {
+        let payloads: Vec<Vec<u8>> = (0..6)
+            .map(|i| format!("frame-{i:02}").into_bytes())
+            .collect();
+        let mut s = TcpStream::connect(addr(&f, name).await).await.unwrap();
+        // Three frames in one write…
+        let batch: Vec<u8> = payloads[..3]
+            .iter()
+            .flat_map(|p| encode(framing, p))
+            .collect();
+        s.write_all(&batch).await.unwrap();
+        // …then three more, one byte per write.
+        for p in &payloads[3..] {
+            for b in encode(framing, p) {
+                s.write_all(&[b]).await.unwrap();
+                s.flush().await.unwrap();
+            }
+        }
+        let replies = read_frames(&mut s, framing, 6).await;
+        assert_eq!(replies, payloads, "framing {name}");
+    }
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_closing_mid_frame_loses_only_its_partial_frame() {
+    let route = "from:\n  tcp: { listen: 127.0.0.1:0, framing: mllp, reply: none }\nto:\n  - file: { path: \"{dir}/out\", name: frames.txt, append: true }\n";
+    let f = Ferry::start(&[("in.yaml", route)]).await;
+    let a = addr(&f, "in").await;
+    let mut c1 = TcpStream::connect(a).await.unwrap();
+    c1.write_all(b"\x0bcomplete\x1c\r\x0bpartial and then gone")
+        .await
+        .unwrap();
+    drop(c1);
+    let mut c2 = TcpStream::connect(a).await.unwrap();
+    c2.write_all(b"\x0bsecond client\x1c\r").await.unwrap();
+    let out = f.path("out/frames.txt");
+    let text = eventually("both complete frames", WAIT, || {
+        let t = std::fs::read_to_string(&out).ok()?;
+        (t.lines().count() == 2).then_some(t)
+    })
+    .await;
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["complete", "second client"]);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_its_connection_and_the_route_keeps_serving() {
+    let f = Ferry::start(&[("echo.yaml", &echo_route("lines", ", max_frame: 16"))]).await;
+    let a = addr(&f, "echo").await;
+    let mut good = TcpStream::connect(a).await.unwrap();
+    let mut bad = TcpStream::connect(a).await.unwrap();
+    // Never terminated: the server must not wait for the end of it.
+    bad.write_all(&[b'x'; 100]).await.unwrap();
+    assert!(
+        closed_by_server(&mut bad).await,
+        "oversized frame must close the connection"
+    );
+    good.write_all(b"still here\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut good, &Framing::Lines, 1).await,
+        [b"still here".to_vec()]
+    );
+    let mut late = TcpStream::connect(a).await.unwrap();
+    late.write_all(b"newcomer\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut late, &Framing::Lines, 1).await,
+        [b"newcomer".to_vec()]
+    );
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected_but_others_are_served() {
+    let f = Ferry::start(&[("echo.yaml", &echo_route("lines", ", idle_timeout: 300ms"))]).await;
+    let a = addr(&f, "echo").await;
+    let mut slow = TcpStream::connect(a).await.unwrap();
+    slow.write_all(b"half a li").await.unwrap();
+    assert!(
+        closed_by_server(&mut slow).await,
+        "idle connection must be closed"
+    );
+    let mut fresh = TcpStream::connect(a).await.unwrap();
+    fresh.write_all(b"hi\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut fresh, &Framing::Lines, 1).await,
+        [b"hi".to_vec()]
+    );
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let f = Ferry::start(&[("echo.yaml", &echo_route("lines", ", max_connections: 1"))]).await;
+    let a = addr(&f, "echo").await;
+    let mut first = TcpStream::connect(a).await.unwrap();
+    first.write_all(b"one\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut first, &Framing::Lines, 1).await,
+        [b"one".to_vec()]
+    );
+    let mut second = TcpStream::connect(a).await.unwrap();
+    assert!(closed_by_server(&mut second).await);
+    first.write_all(b"two\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut first, &Framing::Lines, 1).await,
+        [b"two".to_vec()]
+    );
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_messages_get_the_error_reply_in_their_place() {
+    let route = "from:\n  tcp: { listen: 127.0.0.1:0, reply: result, error_reply: 'NAK {kind}: {error}' }\nsteps:\n  - xml_to_json: {}\n";
+    let f = Ferry::start(&[("svc.yaml", route)]).await;
+    let mut s = TcpStream::connect(addr(&f, "svc").await).await.unwrap();
+    s.write_all(b"<a>1</a>\n<a>\n<b>2</b>\n").await.unwrap();
+    let replies = read_frames(&mut s, &Framing::Lines, 3).await;
+    assert_eq!(replies[0], br#"{"a":"1"}"#);
+    let nak = String::from_utf8(replies[1].clone()).unwrap();
+    assert!(nak.starts_with("NAK badinput: xml_to_json"), "{nak}");
+    assert_eq!(replies[2], br#"{"b":"2"}"#);
+    f.engine.shutdown().await;
+}
+
+/// A backend that answers each frame `n` with `n-done` after a delay that is
+/// longest for the first frames, so answers complete out of order.
+async fn slow_backend(framing: Framing) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let framing = framing.clone();
+            tokio::spawn(async move {
+                let mut conn = Framed::new(s, framing.codec(1 << 20));
+                while let Some(Ok(frame)) = conn.next().await {
+                    let n: u64 = std::str::from_utf8(&frame).unwrap().parse().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(5 * (20 - n.min(20)))).await;
+                    let reply = format!("{n}-done");
+                    if conn.send(Bytes::from(reply)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn pipelined_frames_are_answered_in_order_even_when_processing_finishes_out_of_order() {
+    let backend = slow_backend(Framing::Lines).await;
+    let route = format!(
+        "from:\n  tcp: {{ listen: 127.0.0.1:0, reply: result }}\nconcurrency: 8\nsteps:\n  - tcp_call: {{ connect: \"{backend}\", pool: 8, timeout: 5s }}\n"
+    );
+    let f = Ferry::start(&[("front.yaml", &route)]).await;
+    let mut s = TcpStream::connect(addr(&f, "front").await).await.unwrap();
+    let all: String = (0..20).map(|i| format!("{i}\n")).collect();
+    s.write_all(all.as_bytes()).await.unwrap();
+    let replies = read_frames(&mut s, &Framing::Lines, 20).await;
+    let expect: Vec<Vec<u8>> = (0..20).map(|i| format!("{i}-done").into_bytes()).collect();
+    assert_eq!(replies, expect);
+    f.engine.shutdown().await;
+}
+
+/// A server that answers one frame per connection, then hangs up.
+async fn one_shot_backend() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut conn = Framed::new(s, Framing::Lines.codec(1024));
+                if let Some(Ok(frame)) = conn.next().await {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = conn.send(frame).await;
+                }
+            });
+        }
+    });
+    (a, seen)
+}
+
+#[tokio::test]
+async fn the_sink_reconnects_when_the_peer_closed_a_pooled_connection() {
+    let (backend, seen) = one_shot_backend().await;
+    let route = format!(
+        "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"{backend}\", reply: any, pool: 1, timeout: 5s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
+    );
+    let f = Ferry::start(&[("send.yaml", &route)]).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = client
+            .post(f.url("/send"))
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "message {i}");
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_retryable_failure() {
+    let port = closed_port();
+    let route = format!(
+        "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"127.0.0.1:{port}\", timeout: 2s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
+    );
+    let f = Ferry::start(&[("send.yaml", &route)]).await;
+    let r = reqwest::Client::new()
+        .post(f.url("/send"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("cannot connect"), "{body}");
+    f.engine.shutdown().await;
+}
+
+fn fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn tls_source_and_tls_client_talk_through_a_plain_front_route() {
+    let secure = format!(
+        "from:\n  tcp: {{ listen: 127.0.0.1:0, reply: result, tls: {{ cert: \"{}\", key: \"{}\" }} }}\nsteps:\n  - xml_to_json: {{}}\n",
+        fixture("server.pem"),
+        fixture("server.key")
+    );
+    let f = Ferry::start(&[("secure.yaml", &secure)]).await;
+    let secure_addr = addr(&f, "secure").await;
+
+    // A real TLS client trusting the test CA.
+    ferry::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(secure_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let mut conn = Framed::new(tls, Framing::Lines.codec(1024));
+    conn.send(Bytes::from_static(b"<hello/>")).await.unwrap();
+    let reply = tokio::time::timeout(WAIT, conn.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&reply[..], br#"{"hello":null}"#);
+
+    // A plain client is refused (the handshake fails; the listener lives on).
+    let mut plain = TcpStream::connect(secure_addr).await.unwrap();
+    plain.write_all(b"hello\n").await.unwrap();
+    assert!(closed_by_server(&mut plain).await);
+
+    // tcp_call over TLS, from a second engine's route.
+    let front = format!(
+        "from:\n  tcp: {{ listen: 127.0.0.1:0, reply: result }}\nsteps:\n  - tcp_call: {{ connect: \"{secure_addr}\", tls: {{ ca: \"{}\", server_name: localhost }} }}\n",
+        fixture("ca.pem")
+    );
+    let g = Ferry::start(&[("front.yaml", &front)]).await;
+    let mut s = TcpStream::connect(addr(&g, "front").await).await.unwrap();
+    s.write_all(b"<via>front</via>\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut s, &Framing::Lines, 1).await,
+        [br#"{"via":"front"}"#.to_vec()]
+    );
+    g.engine.shutdown().await;
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tcp_options_are_load_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes");
+    std::fs::create_dir_all(&routes).unwrap();
+    let cases = [
+        (
+            "a.yaml",
+            "from:\n  tcp: { listen: 127.0.0.1:0, framing: { length_prefixed: { bytes: 3 } } }\n",
+            "bytes must be 1, 2 or 4",
+        ),
+        (
+            "b.yaml",
+            "from:\n  tcp: { listen: 127.0.0.1:0, framing: { delimited: { end: [] } } }\n",
+            "at least one byte",
+        ),
+        (
+            "c.yaml",
+            "from:\n  tcp: { listen: 127.0.0.1:0, tls: { cert: /nope.pem, key: /nope.key } }\n",
+            "cannot read certificates",
+        ),
+        (
+            "d.yaml",
+            "from:\n  http: { path: /x }\nsteps:\n  - tcp_call: { connect: nowhere }\n",
+            "must be host:port",
+        ),
+        (
+            "e.yaml",
+            "from:\n  http: { path: /y }\nsteps:\n  - tcp_call: { connect: \"a:1\", reply: none }\n",
+            "tcp_call waits for a reply",
+        ),
+        (
+            "f.yaml",
+            "from:\n  tcp: { listen: 127.0.0.1:0, framing: { delimited: { end: \"€\" } } }\n",
+            "not a single byte",
+        ),
+    ];
+    for (name, yaml, _) in cases {
+        std::fs::write(routes.join(name), yaml).unwrap();
+    }
+    let loaded = ferry::engine::load(
+        &[routes],
+        &dir.path().join("connectors"),
+        &Default::default(),
+    );
+    let all: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+    for (name, _, expect) in cases {
+        assert!(
+            all.iter().any(|e| e.contains(name) && e.contains(expect)),
+            "{name}: expected `{expect}` in {all:#?}"
+        );
+    }
+}
