@@ -472,3 +472,37 @@ async fn bad_tcp_options_are_load_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_swaps_the_tcp_route_on_the_same_port_and_old_connections_close_after_answering() {
+    let port = closed_port();
+    let route = |v: &str| {
+        format!(
+            "from:\n  tcp: {{ listen: \"127.0.0.1:{port}\", framing: lines, reply: result }}\nsteps:\n  - script: 'body = \"{v}:\" + body;'\n"
+        )
+    };
+    let f = Ferry::start(&[("echo.yaml", &route("v1"))]).await;
+    let framing = Framing::Lines;
+    let mut before = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    before.write_all(&encode(&framing, b"a")).await.unwrap();
+    assert_eq!(
+        read_frames(&mut before, &framing, 1).await,
+        [b"v1:a".to_vec()]
+    );
+
+    std::fs::write(f.path("routes/echo.yaml"), route("v2")).unwrap();
+    let report = f.engine.reload().await;
+    assert_eq!(report.restarted, ["echo"], "{report:?}");
+
+    // The old version answered everything it took, then closed its
+    // connections; the client reconnects (nothing unanswered was acknowledged).
+    assert!(closed_by_server(&mut before).await);
+    // New connections reach the new version on the same, never-unbound port.
+    let mut after = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    after.write_all(&encode(&framing, b"c")).await.unwrap();
+    assert_eq!(
+        read_frames(&mut after, &framing, 1).await,
+        [b"v2:c".to_vec()]
+    );
+    f.engine.shutdown().await;
+}
