@@ -384,7 +384,11 @@ impl QueueStore {
         }
     }
 
-    fn read(&self, queue: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+    /// A read transaction's view of `queue`'s table; None if the queue never existed.
+    fn table(
+        &self,
+        queue: &str,
+    ) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
         let name = table_name(queue);
         let def: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
         let txn = self
@@ -392,10 +396,16 @@ impl QueueStore {
             .db
             .begin_read()
             .map_err(|e| self.error(e.to_string()))?;
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.error(e.to_string())),
+        match txn.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e.to_string())),
+        }
+    }
+
+    fn read(&self, queue: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(table) = self.table(queue)? else {
+            return Ok(None);
         };
         let Some(raw) = table.get(seq).map_err(|e| self.error(e.to_string()))? else {
             return Ok(None);
@@ -487,17 +497,8 @@ impl QueueStore {
 
     /// Up to `limit` messages of `queue` from the oldest, without leasing them.
     pub fn peek(&self, queue: &str, limit: usize) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
-        let name = table_name(queue);
-        let def: TableDefinition<u64, &[u8]> = TableDefinition::new(&name);
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| self.error(e.to_string()))?;
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(e.to_string())),
+        let Some(table) = self.table(queue)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table

@@ -8,20 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::Ferry;
+use common::{Ferry, corpus};
 use serde_json::Value;
-
-fn corpus(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "corpus folder {} is missing: the legacy tests need ../shared/corpus (see its README)",
-        p.display()
-    );
-    p
-}
 
 fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -11,25 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::{Ferry, closed_port, files_in};
+use common::{Ferry, closed_port, corpus, files_in};
 use ferry::codec::framing::Framing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn corpus(rel: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus")
-        .join(rel);
-    assert!(
-        p.exists(),
-        "corpus folder {} is missing: the legacy tests need ../shared/corpus (see its README)",
-        p.display()
-    );
-    p
-}
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

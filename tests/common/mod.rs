@@ -66,6 +66,20 @@ impl Ferry {
     }
 }
 
+/// A path in the shared test corpus (`../shared/corpus`); its absence is a
+/// failure, not a skip.
+pub fn corpus(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "corpus path {} is missing: the tests need ../shared/corpus beside the repo (see its README)",
+        p.display()
+    );
+    p
+}
+
 /// Files (not folders, not hidden) in `dir`, sorted.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
