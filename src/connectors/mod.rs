@@ -11,8 +11,19 @@
 //! according to the [`Outcome`] it gets back. A sink returns `Ok` only when the
 //! other side has confirmed the message.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+pub mod broker;
 pub mod file;
 pub mod http;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stdio;
 pub mod timer;
 
@@ -41,6 +52,21 @@ pub enum SourceConfig {
     Timer(timer::TimerSourceConfig),
     /// Read standard input, one message per line.
     Stdin(stdio::StdinSourceConfig),
+    /// Consume a RabbitMQ queue; ack after delivery.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpSourceConfig),
+    /// Subscribe to NATS subjects, or pull from a JetStream durable consumer.
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsSourceConfig),
+    /// Read a Redis stream (consumer group), list or pub/sub channel.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisSourceConfig),
+    /// Poll PostgreSQL rows (woken by LISTEN/NOTIFY); mark them after delivery.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresSourceConfig),
+    /// Subscribe to MQTT topics; PUBACK after delivery.
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttSourceConfig),
 }
 
 /// One entry of a route's `to:` list (or `errors.dead_letter`).
@@ -53,6 +79,21 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// Print the message body on standard output.
     Stdout(stdio::StdoutSinkConfig),
+    /// Publish to a RabbitMQ exchange with publisher confirms.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpSinkConfig),
+    /// Publish to a NATS subject (JetStream: wait for the stream's ack).
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsSinkConfig),
+    /// XADD to a Redis stream, push to a list or publish to a channel.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisSinkConfig),
+    /// Insert or upsert a row per message into a PostgreSQL table.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresSinkConfig),
+    /// Publish to an MQTT topic (QoS 1: wait for PUBACK).
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttSinkConfig),
 }
 
 /// A connector file (`connectors/NAME.yaml`): shared settings that endpoints pull
@@ -62,12 +103,37 @@ pub enum SinkConfig {
 pub enum ConnectorConfig {
     /// HTTP client and server settings.
     Http(http::HttpConnectorConfig),
+    /// A RabbitMQ broker.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpConnectorConfig),
+    /// A NATS server (cluster).
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsConnectorConfig),
+    /// A Redis server.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisConnectorConfig),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresConnectorConfig),
+    /// An MQTT broker.
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttConnectorConfig),
 }
 
 impl ConnectorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ConnectorConfig::Http(_) => "http",
+            #[cfg(feature = "amqp")]
+            ConnectorConfig::Amqp(_) => "amqp",
+            #[cfg(feature = "nats")]
+            ConnectorConfig::Nats(_) => "nats",
+            #[cfg(feature = "redis")]
+            ConnectorConfig::Redis(_) => "redis",
+            #[cfg(feature = "postgres")]
+            ConnectorConfig::Postgres(_) => "postgres",
+            #[cfg(feature = "mqtt")]
+            ConnectorConfig::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -83,6 +149,16 @@ impl SourceConfig {
             SourceConfig::File(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "amqp")]
+            SourceConfig::Amqp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "redis")]
+            SourceConfig::Redis(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -97,6 +173,16 @@ impl SinkConfig {
             SinkConfig::Http(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::File(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "amqp")]
+            SinkConfig::Amqp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "redis")]
+            SinkConfig::Redis(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -123,6 +209,14 @@ pub trait Source: Send + Sync + 'static {
 /// A running destination of messages.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
+    /// Called when a route using this sink starts, before its source takes
+    /// input: take shared connections from `resources` and check that the
+    /// other side is reachable and accepts the settings. An error stops the
+    /// route from starting (a clear error now rather than a failure per message).
+    async fn start(&self, _resources: &Arc<Resources>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Deliver one message; `Ok` only once the other side confirmed it.
     async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError>;
 
@@ -160,11 +254,22 @@ impl DeliveryError {
 pub struct SourceError(pub String);
 
 /// State shared by all routes' connectors: the HTTP listeners (shared, never
-/// rebound while Ferry runs) and the files currently being processed.
+/// rebound while Ferry runs), the files currently being processed, and one
+/// connection per broker connector that every route using it shares.
 #[derive(Default)]
 pub struct Resources {
     pub http: http::HttpServers,
     pub files: file::FileClaims,
+    #[cfg(feature = "amqp")]
+    pub amqp: amqp::AmqpConnections,
+    #[cfg(feature = "nats")]
+    pub nats: nats::NatsConnections,
+    #[cfg(feature = "redis")]
+    pub redis: redis::RedisConnections,
+    #[cfg(feature = "postgres")]
+    pub postgres: postgres::PostgresConnections,
+    #[cfg(feature = "mqtt")]
+    pub mqtt: mqtt::MqttConnections,
 }
 
 /// What a running source gets from the engine.

@@ -165,6 +165,25 @@ impl RunningRoute {
         spec: Arc<RouteSpec>,
         resources: Arc<Resources>,
     ) -> Result<RunningRoute, String> {
+        // Sinks first: a sink that cannot reach its broker stops the start
+        // before the source takes anything.
+        let sinks = spec
+            .pipeline
+            .sinks
+            .iter()
+            .chain(spec.pipeline.dead_letter.iter());
+        for s in sinks {
+            match tokio::time::timeout(START_TIMEOUT, s.sink.start(&resources)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("{}: {e}", s.label)),
+                Err(_) => {
+                    return Err(format!(
+                        "{}: did not start within {START_TIMEOUT:?}",
+                        s.label
+                    ));
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel::<Envelope>(spec.buffer);
         let workers = tokio::spawn(run_workers(spec.pipeline.clone(), rx, spec.concurrency));
         let shutdown = CancellationToken::new();
@@ -174,7 +193,7 @@ impl RunningRoute {
             shutdown.clone(),
             resources,
         );
-        let (err_tx, err_rx) = tokio::sync::oneshot::channel::<String>();
+        let (err_tx, mut err_rx) = tokio::sync::oneshot::channel::<String>();
         let source = spec.source.clone();
         let id = spec.id.clone();
         let source_task = tokio::spawn(async move {
@@ -185,16 +204,25 @@ impl RunningRoute {
         });
         let started = tokio::select! {
             r = ready => r.is_ok(),
-            e = err_rx => {
+            e = &mut err_rx => {
                 let reason = e.unwrap_or_else(|_| "source ended before it started".into());
                 shutdown.cancel();
                 return Err(reason);
             }
-            _ = tokio::time::sleep(START_TIMEOUT) => false,
+            _ = tokio::time::sleep(START_TIMEOUT) => {
+                shutdown.cancel();
+                return Err(format!("source did not start within {START_TIMEOUT:?}"));
+            }
         };
         if !started {
+            // The source dropped its context without saying it was ready: it
+            // ended, and its error (sent as it returns) is the reason.
             shutdown.cancel();
-            return Err(format!("source did not start within {START_TIMEOUT:?}"));
+            let reason = match tokio::time::timeout(Duration::from_secs(1), err_rx).await {
+                Ok(Ok(e)) => e,
+                _ => "source ended before it started".into(),
+            };
+            return Err(reason);
         }
         tracing::info!(route = %spec.id, source = %spec.source.describe(), version = %spec.version, "route started");
         Ok(RunningRoute {
