@@ -583,6 +583,10 @@ impl NatsSource {
             }
         }
         in_flight.wait().await;
+        // Acks are buffered publishes: push them out before the route is gone.
+        if let Ok(client) = conn.client().await {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        }
         Ok(())
     }
 }
@@ -712,9 +716,11 @@ impl Sink for NatsSink {
             };
             match tokio::time::timeout(self.timeout, publish).await {
                 Ok(Ok(_ack)) => Ok(()),
-                Ok(Err(e)) if e.contains("no responders") => Err(DeliveryError::retryable(
-                    format!("nats: no JetStream stream captures subject `{subject}` ({e})"),
-                )),
+                Ok(Err(e)) if e.contains("no responders") || e.contains("no stream found") => {
+                    Err(DeliveryError::retryable(format!(
+                        "nats: no JetStream stream captures subject `{subject}` ({e})"
+                    )))
+                }
                 Ok(Err(e)) => Err(DeliveryError::retryable(format!(
                     "nats publish `{subject}`: {e}"
                 ))),
