@@ -157,7 +157,7 @@ impl Template {
 }
 
 /// The value at a dotted path of a JSON body (numbers index arrays).
-fn body_field(msg: &Message, path: &[String]) -> Option<serde_json::Value> {
+pub fn body_field(msg: &Message, path: &[String]) -> Option<serde_json::Value> {
     let parsed;
     let mut v = match &msg.body {
         Body::Json(v) => v,
