@@ -193,12 +193,22 @@ type FlakyState = (
     Arc<std::sync::Mutex<Vec<u64>>>,
     Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     Arc<AtomicUsize>,
-    fn(u64) -> bool,
-    fn(u64) -> bool,
+    (fn(u64) -> bool, fn(u64) -> bool),
+    Duration,
 );
 
 impl Flaky {
     pub async fn start(fail_first: fn(u64) -> bool, always_fail: fn(u64) -> bool) -> Flaky {
+        Self::start_with_delay(fail_first, always_fail, Duration::ZERO).await
+    }
+
+    /// Like [`Flaky::start`], answering each request after `delay` (a slow
+    /// downstream keeps a stream going long enough to disturb it).
+    pub async fn start_with_delay(
+        fail_first: fn(u64) -> bool,
+        always_fail: fn(u64) -> bool,
+        delay: Duration,
+    ) -> Flaky {
         use axum::extract::State;
         use axum::http::StatusCode;
         let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -207,13 +217,16 @@ impl Flaky {
             accepted.clone(),
             Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())),
             refused.clone(),
-            fail_first,
-            always_fail,
+            (fail_first, always_fail),
+            delay,
         );
         let app = axum::Router::new()
             .fallback(
-                |State((accepted, seen, refused, fail_first, always_fail)): State<FlakyState>,
+                |State((accepted, seen, refused, (fail_first, always_fail), delay)): State<
+                    FlakyState,
+                >,
                  body: String| async move {
+                    tokio::time::sleep(delay).await;
                     let n = serde_json::from_str::<serde_json::Value>(&body)
                         .ok()
                         .and_then(|v| v["n"].as_u64());
