@@ -13,17 +13,13 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::services::{self, unique};
 use common::{Ferry, Flaky};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Each test runs on its own runtime; tokio's mutex works across runtimes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A broker process of our own, restartable on the same port and data folder.
 struct Private {
@@ -113,7 +109,7 @@ const N: u64 = 1500;
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restart_mid_stream_loses_nothing() {
     use redis::AsyncCommands;
-    let _one = serial();
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut server) = Private::start("redis-server", |port, dir| {
         [
             "--port",
@@ -176,7 +172,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
 async fn nats_restart_mid_stream_loses_nothing() {
     use async_nats::jetstream::{self, stream};
     use futures_util::StreamExt;
-    let _one = serial();
+    let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut server) = Private::start("nats-server", |port, dir| {
         [
             "-a",
@@ -276,7 +272,7 @@ async fn rabbitmq_restart_mid_stream_loses_nothing() {
     use futures_util::StreamExt;
     use lapin::options::*;
     use lapin::types::FieldTable;
-    let _one = serial();
+    let _one = ONE_AT_A_TIME.lock().await;
     if !services::available(services::AMQP) {
         return;
     }
