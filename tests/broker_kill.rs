@@ -18,9 +18,20 @@ fn body(i: usize) -> String {
 /// Run Ferry on `route`, kill it with SIGKILL mid-stream, run it again, and
 /// check that every message arrived.
 async fn kill_and_rerun(route: String, slow: &Flaky) {
+    kill_and_rerun_then(route, slow, async {}).await
+}
+
+/// Like [`kill_and_rerun`], running `publish` once the first run's routes
+/// are up (its admin endpoint answers only after they started).
+async fn kill_and_rerun_then(
+    route: String,
+    slow: &Flaky,
+    publish: impl std::future::Future<Output = ()>,
+) {
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path(), &[("routes/r.yaml", route)]);
     let mut first = FerryProcess::start(dir.path());
+    publish.await;
     common::eventually(
         "the stream to be under way",
         Duration::from_secs(60),
@@ -181,4 +192,35 @@ async fn postgres_rows_unmarked_at_kill_are_delivered_by_the_next_run() {
     c.batch_execute(&format!("DROP TABLE {table}"))
         .await
         .unwrap();
+}
+
+#[cfg(feature = "mqtt")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_messages_unacked_at_kill_are_resent_to_the_next_run() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    if !services::available(services::MQTT) {
+        return;
+    }
+    let id = unique("ferry_kill");
+    let slow = slow_downstream().await;
+    let route = format!(
+        "from:\n  mqtt: {{ url: \"{}\", topics: [\"{id}/#\"], client_id: {id} }}\nconcurrency: 2\nto:\n  - http: {{ url: \"{}\" }}\n",
+        services::MQTT_URL,
+        slow.url()
+    );
+    let mut o = MqttOptions::new(unique("pub"), "127.0.0.1", 1883);
+    o.set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(o, 1024);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    // Publish once Ferry's persistent session subscribed: the broker keeps
+    // what Ferry has not acknowledged for the next run of the same client id.
+    let publish = async {
+        for i in 0..N {
+            client
+                .publish(format!("{id}/x"), QoS::AtLeastOnce, false, body(i))
+                .await
+                .unwrap();
+        }
+    };
+    kill_and_rerun_then(route, &slow, publish).await;
 }
