@@ -228,14 +228,6 @@ impl InFlight {
         self.tasks.spawn(task);
     }
 
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
     /// Wait until every message handed out so far is settled.
     pub async fn wait(&self) {
         self.tasks.close();
