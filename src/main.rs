@@ -247,6 +247,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
     let data_dir = dirs.defaults.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data folder {}", data_dir.display()))?;
@@ -290,7 +291,7 @@ async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow:
         routes = running.len(),
         "ferry is running; Ctrl-C or SIGTERM stops it, SIGHUP reloads"
     );
-    wait_for_signal(&trigger).await;
+    signals.wait(&trigger).await;
     readiness.set(false);
     tracing::info!("stopping: no new input; finishing messages in flight");
     shutdown.cancel();
@@ -411,32 +412,51 @@ async fn dead_letters(
     Ok(())
 }
 
-/// Wait for SIGINT or SIGTERM; SIGHUP triggers a reload meanwhile.
-async fn wait_for_signal(trigger: &ReloadTrigger) {
-    #[cfg(unix)]
-    {
+/// SIGINT/SIGTERM (stop) and SIGHUP (reload) handlers, installed before any
+/// route starts so that an early signal is a graceful stop, never a kill.
+#[cfg(unix)]
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Wait for SIGINT or SIGTERM; SIGHUP triggers a reload meanwhile.
+    async fn wait(&mut self, trigger: &ReloadTrigger) {
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
                     trigger.reload_now();
                 }
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = trigger;
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(&mut self, _trigger: &ReloadTrigger) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -2,7 +2,9 @@
 //! `{source}`, `{attempt}`, `{header.NAME}`, `{meta.KEY}`, `{body}`, `{uuid}` (fresh
 //! for each rendering),
 //! `{timestamp}` (Unix milliseconds), `{date}` (YYYY-MM-DD), `{time}` (HHMMSS),
-//! `{datetime}` (RFC 3339). `{{` and `}}` write literal braces.
+//! `{datetime}` (RFC 3339), and `{body.PATH}`: a field of a JSON body by a
+//! dotted path (`{body.order.region}`, `{body.lines.0.sku}`; empty when the
+//! body is not JSON or has no such field). `{{` and `}}` write literal braces.
 //!
 //! Templates are parsed when the route loads: an unknown placeholder is a load
 //! error, never a surprise at message time.
@@ -27,6 +29,7 @@ enum Part {
     Header(String),
     Meta(String),
     Body,
+    BodyField(Vec<String>),
     Timestamp,
     Date,
     Time,
@@ -95,9 +98,16 @@ impl Template {
                     Part::Header(h.to_ascii_lowercase())
                 } else if let Some(m) = n.strip_prefix("meta.").filter(|m| !m.is_empty()) {
                     Part::Meta(m.to_string())
+                } else if let Some(p) = n.strip_prefix("body.").filter(|p| !p.is_empty()) {
+                    if p.split('.').any(str::is_empty) {
+                        return Err(format!(
+                            "empty field name in `{{{n}}}` in template `{text}`"
+                        ));
+                    }
+                    Part::BodyField(p.split('.').map(str::to_string).collect())
                 } else {
                     return Err(format!(
-                        "unknown placeholder `{{{n}}}` in template `{text}` (known: id, uuid, route, source, attempt, body, timestamp, date, time, datetime, header.NAME, meta.KEY)"
+                        "unknown placeholder `{{{n}}}` in template `{text}` (known: id, uuid, route, source, attempt, body, body.PATH, timestamp, date, time, datetime, header.NAME, meta.KEY)"
                     ));
                 }
             }
@@ -135,6 +145,11 @@ impl Template {
                     Body::Bytes(b) => write!(out, "{}", String::from_utf8_lossy(b)),
                     Body::Json(v) => write!(out, "{v}"),
                 },
+                Part::BodyField(path) => match body_field(msg, path) {
+                    Some(serde_json::Value::String(s)) => write!(out, "{s}"),
+                    Some(serde_json::Value::Null) | None => Ok(()),
+                    Some(v) => write!(out, "{v}"),
+                },
                 Part::Timestamp => write!(out, "{}", now.timestamp_millis()),
                 Part::Date => write!(out, "{}", now.format("%Y-%m-%d")),
                 Part::Time => write!(out, "{}", now.format("%H%M%S")),
@@ -143,6 +158,25 @@ impl Template {
         }
         out
     }
+}
+
+/// The value at a dotted path of a JSON body (numbers index arrays).
+pub fn body_field(msg: &Message, path: &[String]) -> Option<serde_json::Value> {
+    let parsed;
+    let mut v = match &msg.body {
+        Body::Json(v) => v,
+        Body::Bytes(b) => {
+            parsed = serde_json::from_slice::<serde_json::Value>(b).ok()?;
+            &parsed
+        }
+    };
+    for key in path {
+        v = match v {
+            serde_json::Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+            other => other.get(key)?,
+        };
+    }
+    Some(v.clone())
 }
 
 #[cfg(test)]
@@ -156,6 +190,18 @@ mod tests {
         msg.headers.insert("order-id".into(), "42".into());
         let t = Template::parse("{route}-{header.order-id}-{{x}}.json").unwrap();
         assert_eq!(t.render(&msg), "orders-42-{x}.json");
+    }
+
+    #[test]
+    fn body_fields_by_dotted_path() {
+        let body = serde_json::json!({"order": {"region": "eu", "lines": [{"sku": "X1"}]}});
+        let msg = Message::new(Arc::from("r"), "test", Body::Json(body));
+        let t = Template::parse("orders.{body.order.region}.{body.order.lines.0.sku}{body.nope}")
+            .unwrap();
+        assert_eq!(t.render(&msg), "orders.eu.X1");
+        let raw = Message::new(Arc::from("r"), "test", Body::Bytes("{\"a\":7}".into()));
+        assert_eq!(Template::parse("{body.a}").unwrap().render(&raw), "7");
+        assert!(Template::parse("{body.a..b}").is_err());
     }
 
     #[test]

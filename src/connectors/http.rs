@@ -63,6 +63,9 @@ fn connector<'a>(
         None => Ok(None),
         Some(n) => match ctx.connector(n, "http")? {
             ConnectorConfig::Http(c) => Ok(Some(c)),
+            // `ctx.connector` already checked the kind.
+            #[allow(unreachable_patterns)]
+            _ => Ok(None),
         },
     }
 }

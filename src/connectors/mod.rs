@@ -11,9 +11,20 @@
 //! according to the [`Outcome`] it gets back. A sink returns `Ok` only when the
 //! other side has confirmed the message.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+pub mod broker;
 pub mod file;
 pub mod http;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stdio;
 pub mod tcp;
 pub mod timer;
@@ -50,6 +61,21 @@ pub enum SourceConfig {
     /// Accept framed TCP connections (lines, length-prefixed, STX/ETX, fixed,
     /// MLLP); optionally reply with the result or an HL7 ACK.
     Tcp(tcp::TcpSourceConfig),
+    /// Consume a RabbitMQ queue; ack after delivery.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpSourceConfig),
+    /// Subscribe to NATS subjects, or pull from a JetStream durable consumer.
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsSourceConfig),
+    /// Read a Redis stream (consumer group), list or pub/sub channel.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisSourceConfig),
+    /// Poll PostgreSQL rows (woken by LISTEN/NOTIFY); mark them after delivery.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresSourceConfig),
+    /// Subscribe to MQTT topics; PUBACK after delivery.
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttSourceConfig),
 }
 
 /// One entry of a route's `to:` list (or `errors.dead_letter`).
@@ -66,6 +92,21 @@ pub enum SinkConfig {
     Stdout(stdio::StdoutSinkConfig),
     /// Send the body as one frame over a pooled TCP connection.
     Tcp(tcp::TcpClientConfig),
+    /// Publish to a RabbitMQ exchange with publisher confirms.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpSinkConfig),
+    /// Publish to a NATS subject (JetStream: wait for the stream's ack).
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsSinkConfig),
+    /// XADD to a Redis stream, push to a list or publish to a channel.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisSinkConfig),
+    /// Insert or upsert a row per message into a PostgreSQL table.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresSinkConfig),
+    /// Publish to an MQTT topic (QoS 1: wait for PUBACK).
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttSinkConfig),
 }
 
 /// A connector file (`connectors/NAME.yaml`): shared settings that endpoints pull
@@ -75,12 +116,37 @@ pub enum SinkConfig {
 pub enum ConnectorConfig {
     /// HTTP client and server settings.
     Http(http::HttpConnectorConfig),
+    /// A RabbitMQ broker.
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpConnectorConfig),
+    /// A NATS server (cluster).
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsConnectorConfig),
+    /// A Redis server.
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisConnectorConfig),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresConnectorConfig),
+    /// An MQTT broker.
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttConnectorConfig),
 }
 
 impl ConnectorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ConnectorConfig::Http(_) => "http",
+            #[cfg(feature = "amqp")]
+            ConnectorConfig::Amqp(_) => "amqp",
+            #[cfg(feature = "nats")]
+            ConnectorConfig::Nats(_) => "nats",
+            #[cfg(feature = "redis")]
+            ConnectorConfig::Redis(_) => "redis",
+            #[cfg(feature = "postgres")]
+            ConnectorConfig::Postgres(_) => "postgres",
+            #[cfg(feature = "mqtt")]
+            ConnectorConfig::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -98,6 +164,16 @@ impl SourceConfig {
             SourceConfig::Timer(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Stdin(c) => Arc::new(c.build(loc, ctx)?),
             SourceConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "amqp")]
+            SourceConfig::Amqp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "redis")]
+            SourceConfig::Redis(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -114,6 +190,16 @@ impl SinkConfig {
             SinkConfig::Queue(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Stdout(c) => Arc::new(c.build(loc, ctx)?),
             SinkConfig::Tcp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "amqp")]
+            SinkConfig::Amqp(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "redis")]
+            SinkConfig::Redis(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(c) => Arc::new(c.build(loc, ctx)?),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => Arc::new(c.build(loc, ctx)?),
         })
     }
 }
@@ -140,8 +226,10 @@ pub trait Source: Send + Sync + 'static {
 /// A running destination of messages.
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
-    /// Called when a route version starts, before its source takes input:
-    /// connect, open stores. An error keeps the route from starting.
+    /// Called when a route using this sink starts, before its source takes
+    /// input: take shared connections from `resources` and check that the
+    /// other side is reachable and accepts the settings. An error stops the
+    /// route from starting (a clear error now rather than a failure per message).
     async fn start(&self, _resources: &Arc<Resources>) -> Result<(), String> {
         Ok(())
     }
@@ -184,11 +272,22 @@ pub struct SourceError(pub String);
 
 /// State shared by all routes' connectors: the HTTP and TCP listeners (shared
 /// by route versions, never rebound during a reload), the files currently
-/// being processed, and the embedded queue store (opened on first use).
+/// being processed, the embedded queue store (opened on first use), and one
+/// connection per broker connector that every route using it shares.
 pub struct Resources {
     pub http: http::HttpServers,
     pub tcp: tcp::server::TcpServers,
     pub files: file::FileClaims,
+    #[cfg(feature = "amqp")]
+    pub amqp: amqp::AmqpConnections,
+    #[cfg(feature = "nats")]
+    pub nats: nats::NatsConnections,
+    #[cfg(feature = "redis")]
+    pub redis: redis::RedisConnections,
+    #[cfg(feature = "postgres")]
+    pub postgres: postgres::PostgresConnections,
+    #[cfg(feature = "mqtt")]
+    pub mqtt: mqtt::MqttConnections,
     data_dir: PathBuf,
     queue_fsync: FsyncPolicy,
     queues: tokio::sync::OnceCell<QueueStore>,
@@ -200,6 +299,16 @@ impl Resources {
             http: Default::default(),
             tcp: Default::default(),
             files: Default::default(),
+            #[cfg(feature = "amqp")]
+            amqp: Default::default(),
+            #[cfg(feature = "nats")]
+            nats: Default::default(),
+            #[cfg(feature = "redis")]
+            redis: Default::default(),
+            #[cfg(feature = "postgres")]
+            postgres: Default::default(),
+            #[cfg(feature = "mqtt")]
+            mqtt: Default::default(),
             data_dir,
             queue_fsync,
             queues: tokio::sync::OnceCell::new(),

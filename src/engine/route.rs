@@ -168,16 +168,24 @@ impl RunningRoute {
         spec: Arc<RouteSpec>,
         resources: Arc<Resources>,
     ) -> Result<RunningRoute, String> {
+        // Sinks first: a sink that cannot reach its broker stops the start
+        // before the source takes anything.
         let sinks = spec
             .pipeline
             .sinks
             .iter()
-            .chain(spec.pipeline.dead_letter.as_ref());
+            .chain(spec.pipeline.dead_letter.iter());
         for s in sinks {
-            s.sink
-                .start(&resources)
-                .await
-                .map_err(|e| format!("{}: {e}", s.label))?;
+            match tokio::time::timeout(START_TIMEOUT, s.sink.start(&resources)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("{}: {e}", s.label)),
+                Err(_) => {
+                    return Err(format!(
+                        "{}: did not start within {START_TIMEOUT:?}",
+                        s.label
+                    ));
+                }
+            }
         }
         let (tx, rx) = mpsc::channel::<Envelope>(spec.buffer);
         let injector = tx.downgrade();
@@ -199,18 +207,20 @@ impl RunningRoute {
             }
         });
         let started = tokio::select! {
-            r = ready => r,
+            r = ready => r.is_ok(),
             _ = tokio::time::sleep(START_TIMEOUT) => {
                 shutdown.cancel();
                 return Err(format!("source did not start within {START_TIMEOUT:?}"));
             }
         };
-        if started.is_err() {
-            // The source ended without saying it was ready: its error says why.
+        if !started {
+            // The source dropped its context without saying it was ready: it
+            // ended, and its error (sent as it returns) is the reason.
             shutdown.cancel();
-            let reason = err_rx
-                .await
-                .unwrap_or_else(|_| "source ended before it started".into());
+            let reason = match tokio::time::timeout(Duration::from_secs(1), err_rx).await {
+                Ok(Ok(e)) => e,
+                _ => "source ended before it started".into(),
+            };
             return Err(reason);
         }
         tracing::info!(route = %spec.id, source = %spec.source.describe(), version = %spec.version, "route started");

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod services;
+
 use ferry::config::Defaults;
 use ferry::engine::{ConfigDirs, Engine};
 
@@ -29,6 +31,18 @@ impl Ferry {
         routes: &[(&str, &str)],
         connectors: &[(&str, &str)],
     ) -> Ferry {
+        match Self::try_start(routes, connectors).await {
+            Ok(f) => f,
+            Err(failed) => panic!("routes failed to start: {failed:?}"),
+        }
+    }
+
+    /// Like [`Ferry::start_with_connectors`], but routes that fail to start
+    /// are returned as `(route id, reason)` instead of failing the test.
+    pub async fn try_start(
+        routes: &[(&str, &str)],
+        connectors: &[(&str, &str)],
+    ) -> Result<Ferry, Vec<(String, String)>> {
         let dir = tempfile::tempdir().unwrap();
         let routes_dir = dir.path().join("routes");
         let conn_dir = dir.path().join("connectors");
@@ -52,9 +66,24 @@ impl Ferry {
         };
         let engine = Engine::with_dirs(dirs);
         let report = engine.reload().await;
-        assert!(report.ok(), "route errors: {:?}", report.errors);
+        if !report.ok() {
+            // Configuration errors fail the test; start failures are the caller's to check.
+            let (started, config): (Vec<String>, Vec<String>) = report
+                .errors
+                .into_iter()
+                .partition(|e| e.contains("failed to start"));
+            assert!(config.is_empty(), "route errors: {config:?}");
+            engine.shutdown().await;
+            return Err(started
+                .into_iter()
+                .map(|e| {
+                    let id = e.split('`').nth(1).unwrap_or_default().to_string();
+                    (id, e)
+                })
+                .collect());
+        }
         let addr = engine.resources.http.bound_addrs().await.first().copied();
-        Ferry { engine, dir, addr }
+        Ok(Ferry { engine, dir, addr })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -169,4 +198,102 @@ impl Downstream {
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// A downstream HTTP service for failure tests: reads `n` from each JSON body;
+/// answers 500 the first time it sees an `n` that `fail_first` picks, 400
+/// every time for an `n` that `always_fail` picks, else 200 and records `n`.
+#[derive(Clone)]
+pub struct Flaky {
+    pub addr: SocketAddr,
+    /// `n` of every accepted (200) request, in arrival order.
+    pub accepted: Arc<std::sync::Mutex<Vec<u64>>>,
+    pub refused: Arc<AtomicUsize>,
+}
+
+type FlakyState = (
+    Arc<std::sync::Mutex<Vec<u64>>>,
+    Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    Arc<AtomicUsize>,
+    (fn(u64) -> bool, fn(u64) -> bool),
+    Duration,
+);
+
+impl Flaky {
+    pub async fn start(fail_first: fn(u64) -> bool, always_fail: fn(u64) -> bool) -> Flaky {
+        Self::start_with_delay(fail_first, always_fail, Duration::ZERO).await
+    }
+
+    /// Like [`Flaky::start`], answering each request after `delay` (a slow
+    /// downstream keeps a stream going long enough to disturb it).
+    pub async fn start_with_delay(
+        fail_first: fn(u64) -> bool,
+        always_fail: fn(u64) -> bool,
+        delay: Duration,
+    ) -> Flaky {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let state: FlakyState = (
+            accepted.clone(),
+            Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())),
+            refused.clone(),
+            (fail_first, always_fail),
+            delay,
+        );
+        let app = axum::Router::new()
+            .fallback(
+                |State((accepted, seen, refused, (fail_first, always_fail), delay)): State<
+                    FlakyState,
+                >,
+                 body: String| async move {
+                    tokio::time::sleep(delay).await;
+                    let n = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["n"].as_u64());
+                    let Some(n) = n else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    if always_fail(n) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return StatusCode::BAD_REQUEST;
+                    }
+                    if fail_first(n) && seen.lock().unwrap().insert(n) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    accepted.lock().unwrap().push(n);
+                    StatusCode::OK
+                },
+            )
+            .with_state(state);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+        Flaky {
+            addr,
+            accepted,
+            refused,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/in", self.addr)
+    }
+
+    pub fn accepted(&self) -> Vec<u64> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` distinct values were accepted; returns them sorted.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<u64> {
+        eventually(&format!("{n} accepted requests"), timeout, || {
+            let mut v = self.accepted();
+            v.sort();
+            v.dedup();
+            (v.len() >= n).then_some(v)
+        })
+        .await
+    }
 }

@@ -1,0 +1,231 @@
+//! NATS JetStream through Ferry, against the real server on 127.0.0.1:4222:
+//! a thousand messages from one stream to another, failures nak'ed and
+//! redelivered, a clear start error for a missing stream, and core subjects.
+#![cfg(feature = "nats")]
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use common::services::{self, NATS, NATS_URL, unique};
+use common::{Ferry, Flaky};
+use futures_util::StreamExt;
+
+async fn client() -> async_nats::Client {
+    async_nats::connect(NATS_URL)
+        .await
+        .expect("connect to NATS")
+}
+
+/// A stream capturing `NAME.>`, removed when the test is done with it.
+async fn create_stream(js: &jetstream::Context, name: &str) {
+    js.create_stream(stream::Config {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn publish_numbers(js: &jetstream::Context, subject: &str, n: usize) {
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("origin", "test");
+        let body = serde_json::json!({ "n": i, "pad": "x".repeat(64) }).to_string();
+        acks.push(
+            js.publish_with_headers(subject.to_string(), headers, body.into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+}
+
+/// Read `n` messages of `stream` through a fresh consumer; their `n` fields
+/// and `origin` headers.
+async fn read_stream(js: &jetstream::Context, name: &str, n: usize) -> Vec<(u64, String)> {
+    let st = js.get_stream(name).await.unwrap();
+    let consumer = st
+        .create_consumer(pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages in {name}", got.len()))
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let origin = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("origin"))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        got.push((v["n"].as_u64().unwrap(), origin));
+    }
+    got
+}
+
+fn connector() -> (&'static str, String) {
+    ("nats.yaml", format!("kind: nats\nurl: {NATS_URL}\n"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_messages_move_between_jetstream_streams() {
+    if !services::available(NATS) {
+        return;
+    }
+    let js = jetstream::new(client().await);
+    let (input, output) = (unique("FERRY_IN"), unique("FERRY_OUT"));
+    create_stream(&js, &input).await;
+    create_stream(&js, &output).await;
+    publish_numbers(&js, &format!("{input}.orders"), 1000).await;
+    let route = format!(
+        "from:\n  nats: {{ connector: nats, jetstream: {{ stream: {input}, durable: ferry }} }}\nconcurrency: 16\nto:\n  - nats: {{ connector: nats, subject: \"{output}.{{body.n}}\" }}\n"
+    );
+    let (cname, ctext) = connector();
+    let ferry = Ferry::start_with_connectors(&[("move.yaml", &route)], &[(cname, &ctext)]).await;
+    let got = read_stream(&js, &output, 1000).await;
+    ferry.engine.shutdown().await;
+    let mut ns: Vec<u64> = got.iter().map(|(n, _)| *n).collect();
+    ns.sort();
+    ns.dedup();
+    assert_eq!(ns, (0..1000).collect::<Vec<u64>>());
+    assert!(got.iter().all(|(_, o)| o == "test"), "headers travel");
+    // Every input was acked: the durable consumer has nothing pending.
+    let mut st = js.get_stream(&input).await.unwrap();
+    let st2 = st.clone();
+    services::wait_until("every input acked", Duration::from_secs(10), || {
+        let st = st2.clone();
+        async move {
+            let mut c: jetstream::consumer::PullConsumer = st.get_consumer("ferry").await.ok()?;
+            let i = c.info().await.ok()?;
+            (i.num_ack_pending == 0 && i.num_pending == 0).then_some(())
+        }
+    })
+    .await;
+    let out_info = js
+        .get_stream(&output)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(out_info.state.messages, 1000, "no duplicates");
+    let _ = st.info().await;
+    js.delete_stream(&input).await.unwrap();
+    js.delete_stream(&output).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_messages_are_naked_and_redelivered() {
+    if !services::available(NATS) {
+        return;
+    }
+    let js = jetstream::new(client().await);
+    let input = unique("FERRY_IN");
+    create_stream(&js, &input).await;
+    publish_numbers(&js, &format!("{input}.x"), 200).await;
+    let downstream = Flaky::start(|n| n % 10 == 0, |_| false).await;
+    let route = format!(
+        "from:\n  nats: {{ connector: nats, jetstream: {{ stream: {input}, durable: ferry, nak_delay: 10ms }} }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  retry: {{ attempts: 1 }}\n",
+        downstream.url()
+    );
+    let (cname, ctext) = connector();
+    let ferry = Ferry::start_with_connectors(&[("flaky.yaml", &route)], &[(cname, &ctext)]).await;
+    let got = downstream.wait_for(200, Duration::from_secs(60)).await;
+    ferry.engine.shutdown().await;
+    assert_eq!(got, (0..200).collect::<Vec<u64>>(), "none lost");
+    assert_eq!(
+        downstream.refused.load(std::sync::atomic::Ordering::SeqCst),
+        20
+    );
+    js.delete_stream(&input).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_stream_stops_the_route_from_starting_with_a_clear_error() {
+    if !services::available(NATS) {
+        return;
+    }
+    let name = unique("FERRY_MISSING");
+    let route = format!(
+        "from:\n  nats: {{ url: \"{NATS_URL}\", jetstream: {{ stream: {name}, durable: d }} }}\n"
+    );
+    let failed = Ferry::try_start(&[("r.yaml", &route)], &[])
+        .await
+        .err()
+        .expect("route must not start");
+    assert!(
+        failed[0]
+            .1
+            .contains(&format!("JetStream stream `{name}` not found")),
+        "{}",
+        failed[0].1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishing_to_a_subject_no_stream_captures_fails_the_message() {
+    if !services::available(NATS) {
+        return;
+    }
+    let subject = unique("nowhere");
+    let route = format!(
+        "from:\n  http: {{ path: /in }}\nto:\n  - nats: {{ url: \"{NATS_URL}\", subject: {subject}, timeout: 2s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
+    );
+    let ferry = Ferry::start(&[("r.yaml", &route)]).await;
+    ferry::install_crypto_provider();
+    let r = reqwest::Client::new()
+        .post(ferry.url("/in"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "a retryable failure");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("no JetStream stream captures subject"),
+        "{text}"
+    );
+    ferry.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn core_subjects_with_a_queue_group_reach_the_route() {
+    if !services::available(NATS) {
+        return;
+    }
+    let subject = unique("ferry.core");
+    let downstream = Flaky::start(|_| false, |_| false).await;
+    let route = format!(
+        "from:\n  nats: {{ url: \"{NATS_URL}\", subject: \"{subject}.*\", queue_group: ferry }}\nto:\n  - http: {{ url: \"{}\" }}\n",
+        downstream.url()
+    );
+    let ferry = Ferry::start(&[("core.yaml", &route)]).await;
+    let c = client().await;
+    for i in 0..50u64 {
+        c.publish(
+            format!("{subject}.a"),
+            serde_json::json!({ "n": i }).to_string().into(),
+        )
+        .await
+        .unwrap();
+    }
+    c.flush().await.unwrap();
+    let got = downstream.wait_for(50, Duration::from_secs(30)).await;
+    ferry.engine.shutdown().await;
+    assert_eq!(got.len(), 50);
+}
