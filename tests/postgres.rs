@@ -168,3 +168,46 @@ async fn an_unknown_user_stops_the_route_from_starting_with_a_clear_error() {
     assert!(reason.contains("cannot connect to postgres"), "{reason}");
     assert!(!reason.contains("secret-pw"), "password leaked: {reason}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jsonpath_column_mappings_upsert_rows_from_an_http_body() {
+    if !services::available(POSTGRES) {
+        return;
+    }
+    let c = client().await;
+    let table = unique("ferry_orders");
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id text PRIMARY KEY, total numeric NOT NULL, lines jsonb)"
+    ))
+    .await
+    .unwrap();
+    let route = format!(
+        "from:\n  http: {{ path: /orders }}\nsteps:\n  - xml_to_json: {{ infer_types: true, arrays: [\"$.order.line\"] }}\nto:\n  - postgres: {{ connector: db, table: {table}, conflict_key: [id], columns: {{ id: \"$.order['@id']\", total: \"$.order.total\", lines: \"$.order.line\" }} }}\n"
+    );
+    let (name, conn) = connector();
+    let f = Ferry::start_with_connectors(&[("r.yaml", &route)], &[(name, &conn)]).await;
+    let http = reqwest::Client::new();
+    for total in ["10.50", "12.25"] {
+        let r = http
+            .post(f.url("/orders"))
+            .body(format!(
+                "<order id=\"A-1\"><line sku=\"X\"/><line sku=\"Y\"/><total>{total}</total></order>"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    // The second post updated the same row (upsert on id).
+    let row = c
+        .query_one(
+            &format!("SELECT total::text, jsonb_array_length(lines) FROM {table} WHERE id = 'A-1'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "12.25");
+    assert_eq!(row.get::<_, i32>(1), 2);
+    assert_eq!(count(&c, &format!("SELECT count(*) FROM {table}")).await, 1);
+    f.engine.shutdown().await;
+}
