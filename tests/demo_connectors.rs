@@ -63,19 +63,29 @@ fn stdin_lines_come_out_converted_on_stdout() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Kill the child if an assertion fails, so no process outlives the test.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Reap(child);
     writeln!(stdin, "<note><to>Tove</to></note>").unwrap();
     writeln!(stdin, "<note><to>Jani</to></note>").unwrap();
     drop(stdin);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(stdout).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "\"Tove\"");
     assert_eq!(lines.next().unwrap().unwrap(), "\"Jani\"");
     assert!(
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
 }
