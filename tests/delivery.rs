@@ -195,6 +195,10 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
         "from:\n  http: {{ path: /in }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
         rejecting.url()
     );
+    let file_route = format!(
+        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 1h }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
+        rejecting.url()
+    );
     let queue_route = format!(
         "from:\n  queue: {{ name: q, redelivery_delay: 10s }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
         rejecting.url()
@@ -206,6 +210,7 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
             "from:\n  http: { path: /feed }\nto:\n  - queue: { name: q }\n",
         ),
         ("q.yaml", &queue_route),
+        ("files.yaml", &file_route),
     ])
     .await;
     // HTTP source: the client is told to retry, not that it was accepted.
