@@ -9,92 +9,24 @@
 //! `start_app`, a few seconds); a guard starts it again even if the test
 //! fails. The tests in this file take one lock so they never overlap.
 //!
-//! Mosquitto is not restarted here: with the machine's Mosquitto 2.0.11, a
-//! private persistent broker restarted with SIGTERM came back without the
-//! persistent sessions (no database written), so nothing about Ferry could be
-//! measured. Ferry reconnecting to its MQTT session is covered by the
-//! failure test in tests/mqtt.rs (a failed message makes it reconnect) and the
-//! kill -9 test (a new process resumes the session).
+//! Mosquitto is restarted the same way, as a private persistent broker
+//! (`persistence true`; it writes its database on SIGTERM). It needs
+//! `user root` when the tests run as root: otherwise Mosquitto switches to
+//! the `mosquitto` user, cannot write into the 0700 temp folder, and comes
+//! back without the sessions ("Error saving in-memory database … Permission
+//! denied" in its log), which an earlier attempt took for Mosquitto losing
+//! them.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::services::{self, unique};
+use common::services::{self, Private, unique};
 use common::{Ferry, Flaky};
 
 /// Each test runs on its own runtime; tokio's mutex works across runtimes.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A broker process of our own, restartable on the same port and data folder.
-struct Private {
-    program: &'static str,
-    args: Vec<String>,
-    port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Private {
-    /// Start `program` (None when it is not installed: the caller skips).
-    fn start(program: &'static str, args: impl Fn(u16, &Path) -> Vec<String>) -> Option<Private> {
-        if Command::new(program).arg("--version").output().is_err() {
-            if std::env::var("FERRY_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{program} is not installed, and FERRY_REQUIRE_SERVICES=1");
-            }
-            eprintln!("SKIPPED: {program} not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::closed_port();
-        let mut p = Private {
-            program,
-            args: args(port, dir.path()),
-            port,
-            child: None,
-            _dir: dir,
-        };
-        p.spawn();
-        Some(p)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(self.program)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(20);
-        while !services::reachable(&format!("127.0.0.1:{}", self.port)) {
-            assert!(Instant::now() < end, "{} did not start", self.program);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Wait until the downstream accepted `n` requests (the stream is under way).
 async fn under_way(d: &Flaky, n: usize) {
@@ -377,4 +309,79 @@ async fn rabbitmq_restart_mid_stream_loses_nothing() {
             .await;
     }
     assert_eq!(seen.len() as u64, N);
+}
+
+#[cfg(feature = "mqtt")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_restart_mid_stream_loses_nothing() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut server) = Private::start("mosquitto", |port, dir| {
+        let conf = dir.join("mosquitto.conf");
+        // No limit on queued messages: the default (1000 per client) would
+        // drop part of the stream before Ferry gets to it.
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlog_dest stderr\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        vec!["-c".into(), conf.display().to_string()]
+    }) else {
+        return;
+    };
+    let url = format!("mqtt://127.0.0.1:{}", server.port);
+    let slow = Flaky::start_with_delay(|_| false, |_| false, Duration::from_millis(3)).await;
+    // The route's persistent session (fixed client id, clean_session false,
+    // the defaults) subscribes before anything is published.
+    let route = format!(
+        "from:\n  mqtt: {{ url: \"{url}\", topics: [\"in/#\"], client_id: ferry-restart }}\nconcurrency: 4\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  retry: {{ attempts: 8, backoff: 200ms, max_backoff: 2s }}\n",
+        slow.url()
+    );
+    let ferry = Ferry::start(&[("m.yaml", &route)]).await;
+    // Publish the stream at QoS 1 and wait until the broker acknowledged all of it.
+    let mut o = MqttOptions::new("publisher", "127.0.0.1", server.port);
+    o.set_inflight(100);
+    let (publisher, mut events) = AsyncClient::new(o, 256);
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            publisher
+                .publish("in/x", QoS::AtLeastOnce, false, body(i))
+                .await
+                .unwrap();
+        }
+        publisher
+    });
+    let mut acked = 0;
+    while acked < N {
+        match tokio::time::timeout(Duration::from_secs(30), events.poll())
+            .await
+            .expect("the broker stopped answering the publisher")
+            .expect("publisher connection")
+        {
+            Event::Incoming(Packet::PubAck(_)) => acked += 1,
+            Event::Outgoing(Outgoing::Disconnect) => break,
+            _ => {}
+        }
+    }
+    let publisher = publishing.await.unwrap();
+    let _ = publisher.disconnect().await;
+    under_way(&slow, 200).await;
+    let before = slow.accepted().len();
+    server.restart();
+    // Most of the stream was still in the broker's session when it stopped.
+    assert!(
+        before < N as usize / 2,
+        "{before} of {N} done before the restart"
+    );
+    assert!(
+        !server.log().contains("Error saving"),
+        "mosquitto did not save its database:\n{}",
+        server.log()
+    );
+    let got = slow.wait_for(N as usize, Duration::from_secs(120)).await;
+    ferry.engine.shutdown().await;
+    assert_eq!(got, (0..N).collect::<Vec<u64>>());
 }

@@ -1,14 +1,17 @@
 //! NATS JetStream through Ferry, against the real server on 127.0.0.1:4222:
 //! a thousand messages from one stream to another, failures nak'ed and
 //! redelivered, a clear start error for a missing stream, and core subjects.
+//! Credentials and TLS run against private `nats-server`s on free ports (the
+//! shared one has neither): wrong ones fail the start fast and clearly, right
+//! ones carry a round trip.
 #![cfg(feature = "nats")]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
-use common::services::{self, NATS, NATS_URL, unique};
+use common::services::{self, NATS, NATS_URL, Private, TestCa, unique};
 use common::{Ferry, Flaky};
 use futures_util::StreamExt;
 
@@ -228,4 +231,153 @@ async fn core_subjects_with_a_queue_group_reach_the_route() {
     let got = downstream.wait_for(50, Duration::from_secs(30)).await;
     ferry.engine.shutdown().await;
     assert_eq!(got.len(), 50);
+}
+
+/// A private `nats-server` with JetStream, plus `extra` arguments (auth, TLS).
+fn private_nats(extra: &[&str]) -> Option<Private> {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    Private::start("nats-server", move |port, dir| {
+        let mut args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]
+            .map(String::from)
+            .to_vec();
+        args.push(dir.display().to_string());
+        args.extend(extra);
+        args
+    })
+}
+
+/// Twenty messages from stream IN through Ferry to stream OUT, on a private
+/// server that `client` may use, with Ferry connecting through `connector`.
+async fn round_trip_through(client: async_nats::Client, connector: &str) {
+    let js = jetstream::new(client);
+    create_stream(&js, "IN").await;
+    create_stream(&js, "OUT").await;
+    publish_numbers(&js, "IN.x", 20).await;
+    let route = "from:\n  nats: { connector: private, jetstream: { stream: IN, durable: ferry } }\nto:\n  - nats: { connector: private, subject: OUT.x }\n";
+    let ferry =
+        Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", connector)]).await;
+    let got = read_stream(&js, "OUT", 20).await;
+    ferry.engine.shutdown().await;
+    let mut ns: Vec<u64> = got.iter().map(|(n, _)| *n).collect();
+    ns.sort();
+    ns.dedup();
+    assert_eq!(ns, (0..20).collect::<Vec<u64>>());
+}
+
+/// Start a route on `connector` that must not start; its error, which must
+/// come within a few seconds (not a hang).
+async fn start_error(connector: &str) -> String {
+    let route = "from:\n  nats: { connector: private, subject: in.x }\n";
+    let started = Instant::now();
+    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
+        .await
+        .err()
+        .expect("the route must not start");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the error took {:?}",
+        started.elapsed()
+    );
+    eprintln!("start error, as a user sees it: {}", failed[0].1);
+    failed[0].1.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_fails_the_start_with_an_authorization_violation() {
+    let Some(server) = private_nats(&["--user", "ferry", "--pass", "right-secret"]) else {
+        return;
+    };
+    let e = start_error(&format!(
+        "kind: nats\nurl: nats://127.0.0.1:{}\nuser: ferry\npassword: hunter2\n",
+        server.port
+    ))
+    .await;
+    assert!(e.contains("authorization violation"), "{e}");
+    assert!(e.contains("check user/password"), "{e}");
+    assert!(!e.contains("hunter2"), "the password leaked: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_fails_the_start_with_an_authorization_violation() {
+    let Some(server) = private_nats(&["--auth", "right-token"]) else {
+        return;
+    };
+    let e = start_error(&format!(
+        "kind: nats\nurl: nats://127.0.0.1:{}\ntoken: hunter2\n",
+        server.port
+    ))
+    .await;
+    assert!(e.contains("authorization violation"), "{e}");
+    assert!(!e.contains("hunter2"), "the token leaked: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_right_password_carries_a_round_trip() {
+    let Some(server) = private_nats(&["--user", "ferry", "--pass", "right-secret"]) else {
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("ferry".into(), "right-secret".into())
+            .connect(url.as_str())
+            .await
+            .unwrap();
+    round_trip_through(
+        client,
+        &format!("kind: nats\nurl: {url}\nuser: ferry\npassword: right-secret\n"),
+    )
+    .await;
+}
+
+/// A private server that speaks only TLS, with a certificate from `ca`.
+fn private_tls_nats(ca: &TestCa) -> Option<Private> {
+    private_nats(&[
+        "--tls",
+        "--tlscert",
+        &ca.server_cert.display().to_string(),
+        "--tlskey",
+        &ca.server_key.display().to_string(),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
+    let Some(ca) = TestCa::generate() else { return };
+    let Some(server) = private_tls_nats(&ca) else {
+        return;
+    };
+    ferry::install_crypto_provider();
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(ca.ca_cert.clone())
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    round_trip_through(
+        client,
+        &format!(
+            "kind: nats\nurl: {url}\ntls:\n  ca_file: {}\n",
+            ca.ca_cert.display()
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    let Some(ca) = TestCa::generate() else { return };
+    let Some(server) = private_tls_nats(&ca) else {
+        return;
+    };
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    // The system's roots, then a CA that did not sign the server's certificate.
+    for tls in [
+        "tls: { enabled: true }".to_string(),
+        format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
+    ] {
+        let e = start_error(&format!("kind: nats\nurl: {url}\n{tls}\n")).await;
+        assert!(e.contains("invalid peer certificate"), "{tls}: {e}");
+        assert!(e.contains("set `tls.ca_file`"), "{tls}: {e}");
+    }
 }

@@ -1,13 +1,14 @@
 //! Redis through Ferry, against the real server on 127.0.0.1:6379: a thousand
 //! stream entries from one stream to another, failed entries claimed and
 //! retried, the list reliable queue, and a clear error for bad credentials.
+//! TLS runs against a private `redis-server --tls-port` with a throwaway CA.
 #![cfg(feature = "redis")]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::services::{self, REDIS, REDIS_URL, unique};
+use common::services::{self, Private, REDIS, REDIS_URL, TestCa, unique};
 use common::{Ferry, Flaky};
 use redis::AsyncCommands;
 
@@ -148,4 +149,98 @@ async fn a_wrong_password_stops_the_route_from_starting_with_a_clear_error() {
         !reason.contains("wrong-secret"),
         "password leaked: {reason}"
     );
+}
+
+/// A private Redis that speaks only TLS, with a certificate from `ca`.
+fn private_tls_redis(ca: &TestCa) -> Option<Private> {
+    Private::start("redis-server", |port, dir| {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            &ca.server_cert.display().to_string(),
+            "--tls-key-file",
+            &ca.server_key.display().to_string(),
+            "--tls-ca-cert-file",
+            &ca.ca_cert.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
+    let Some(ca) = TestCa::generate() else { return };
+    let Some(server) = private_tls_redis(&ca) else {
+        return;
+    };
+    ferry::install_crypto_provider();
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca.ca_cert).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..20u64 {
+        let _: String = c.xadd("in", "*", &[("body", body(i))]).await.unwrap();
+    }
+    let connector = format!(
+        "kind: redis\nurl: {url}\ntls:\n  ca_file: {}\n",
+        ca.ca_cert.display()
+    );
+    let route = "from:\n  redis: { connector: private, stream: in }\nto:\n  - redis: { connector: private, stream: out }\n";
+    let ferry =
+        Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", &connector)]).await;
+    let n = services::wait_until("20 entries in `out`", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move {
+            let n: usize = c.xlen("out").await.ok()?;
+            (n >= 20).then_some(n)
+        }
+    })
+    .await;
+    ferry.engine.shutdown().await;
+    assert_eq!(n, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    let Some(ca) = TestCa::generate() else { return };
+    let Some(server) = private_tls_redis(&ca) else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    // The system's roots, then a CA that did not sign the server's certificate.
+    for tls in [
+        String::new(),
+        format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
+    ] {
+        let route = "from:\n  redis: { connector: private, stream: in }\n";
+        let connector = format!("kind: redis\nurl: {url}\n{tls}\n");
+        let started = Instant::now();
+        let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", &connector)])
+            .await
+            .err()
+            .expect("the route must not start");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        eprintln!("start error, as a user sees it: {}", failed[0].1);
+        let e = &failed[0].1;
+        assert!(e.contains("invalid peer certificate"), "{tls}: {e}");
+        assert!(e.contains("set `tls.ca_file`"), "{tls}: {e}");
+    }
 }

@@ -109,6 +109,20 @@ impl TlsOptions {
     }
 }
 
+/// Add what to fix to a connection error caused by the server's certificate
+/// (rustls says `invalid peer certificate: …`); other errors pass unchanged.
+pub fn explain_certificate(e: String) -> String {
+    if e.contains("UnknownIssuer") {
+        format!(
+            "{e} (the server's certificate is not signed by a CA Ferry trusts: set `tls.ca_file` to the PEM of the CA that signed it)"
+        )
+    } else if e.contains("invalid peer certificate") {
+        format!("{e} (check the server's certificate and the connector's `tls` options)")
+    } else {
+        e
+    }
+}
+
 /// Exponential backoff for reconnecting: 100ms doubling up to `max`, each wait
 /// randomised between 50% and 100% so many routes do not reconnect in lockstep.
 #[derive(Debug, Clone)]
@@ -280,6 +294,13 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("redis://127.0.0.1/0"), "redis://127.0.0.1/0");
+    }
+
+    #[test]
+    fn certificate_errors_say_what_to_fix() {
+        let e = explain_certificate("invalid peer certificate: UnknownIssuer".into());
+        assert!(e.contains("set `tls.ca_file`"), "{e}");
+        assert_eq!(explain_certificate("refused".into()), "refused");
     }
 
     #[test]

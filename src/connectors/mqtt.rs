@@ -213,7 +213,7 @@ fn explain(e: &str) -> String {
     if e.contains("BadUserNamePassword") || e.contains("NotAuthorized") {
         format!("{e} (check username and password in the connector)")
     } else {
-        e.to_string()
+        super::broker::explain_certificate(e.to_string())
     }
 }
 

@@ -209,7 +209,7 @@ impl NatsConnection {
             if e.contains("authorization") {
                 format!("{e} (check user/password, token or credentials in the connector)")
             } else {
-                e
+                super::broker::explain_certificate(e)
             }
         })?;
         Ok(client)

@@ -164,7 +164,7 @@ fn explain(e: String) -> String {
     if e.contains("WRONGPASS") || e.contains("NOAUTH") || e.contains("AUTH") {
         format!("{e} (check the user and password in the url)")
     } else {
-        e
+        super::broker::explain_certificate(e)
     }
 }
 

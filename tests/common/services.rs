@@ -132,3 +132,217 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Whether `program` can be run. If not: fails with
+/// `FERRY_REQUIRE_SERVICES=1`, else prints `SKIPPED: …` (the caller returns).
+pub fn installed(program: &str) -> bool {
+    if Command::new(program)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var("FERRY_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{program} is not installed, and FERRY_REQUIRE_SERVICES=1 says it must be");
+    }
+    eprintln!("SKIPPED: {program} not installed");
+    false
+}
+
+/// A broker process of our own (from the machine's binaries) on a free
+/// port, with a data folder of its own: for restarts, credentials and TLS
+/// without touching the shared services. Its output goes to `server.log` in
+/// that folder, which [`Private::log`] returns for failure messages.
+pub struct Private {
+    program: &'static str,
+    args: Vec<String>,
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Private {
+    /// Start `program` with the arguments `args(port, folder)` gives (it may
+    /// write config files into the folder first); None when the program is
+    /// not installed (the caller skips). Returns once the port accepts.
+    pub fn start(
+        program: &'static str,
+        args: impl FnOnce(u16, &Path) -> Vec<String>,
+    ) -> Option<Private> {
+        if !installed(program) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::closed_port();
+        let mut p = Private {
+            program,
+            args: args(port, dir.path()),
+            port,
+            child: None,
+            dir,
+        };
+        p.spawn();
+        Some(p)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(20);
+        while !reachable(&format!("127.0.0.1:{}", self.port)) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("{} exited ({status}):\n{}", self.program, self.log());
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not start:\n{}",
+                self.program,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop with SIGTERM (a clean shutdown: servers save their state) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it signed for
+/// `127.0.0.1` and `localhost`, made with the `openssl` CLI in a temp folder.
+pub struct TestCa {
+    pub ca_cert: std::path::PathBuf,
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
+    /// A second CA that signed nothing here: trusting it alone must fail.
+    pub other_ca_cert: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// None when `openssl` is not installed (the caller skips).
+    pub fn generate() -> Option<TestCa> {
+        if !installed("openssl") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(d)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        for ca in ["ca", "other-ca"] {
+            openssl(
+                &[
+                    &["req", "-x509", "-nodes", "-days", "2"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &format!("{ca}.key"),
+                        "-out",
+                        &format!("{ca}.pem"),
+                        "-subj",
+                        &format!("/CN=Ferry test {ca}"),
+                        "-addext",
+                        "basicConstraints=critical,CA:TRUE",
+                        "-addext",
+                        "keyUsage=critical,keyCertSign,cRLSign",
+                    ],
+                ]
+                .concat(),
+            );
+        }
+        openssl(
+            &[
+                &["req", "-new", "-nodes"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            d.join("server.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Some(TestCa {
+            ca_cert: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            other_ca_cert: d.join("other-ca.pem"),
+            _dir: dir,
+        })
+    }
+}
