@@ -199,23 +199,38 @@ async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
     for i in 0..20u64 {
         let _: String = c.xadd("in", "*", &[("body", body(i))]).await.unwrap();
     }
-    let connector = format!(
-        "kind: redis\nurl: {url}\ntls:\n  ca_file: {}\n",
-        ca.ca_cert.display()
-    );
-    let route = "from:\n  redis: { connector: private, stream: in }\nto:\n  - redis: { connector: private, stream: out }\n";
-    let ferry =
-        Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", &connector)]).await;
-    let n = services::wait_until("20 entries in `out`", Duration::from_secs(30), || {
-        let mut c = c.clone();
-        async move {
-            let n: usize = c.xlen("out").await.ok()?;
-            (n >= 20).then_some(n)
-        }
-    })
-    .await;
-    ferry.engine.shutdown().await;
-    assert_eq!(n, 20);
+    // Both spellings mean TLS: `rediss://`, or `redis://` with TLS settings.
+    let plain_scheme = format!("redis://127.0.0.1:{}/0", server.port);
+    for (i, (conn_url, enabled)) in [(&url, ""), (&plain_scheme, "\n  enabled: true")]
+        .into_iter()
+        .enumerate()
+    {
+        let connector = format!(
+            "kind: redis\nurl: {conn_url}\ntls:\n  ca_file: {}{enabled}\n",
+            ca.ca_cert.display()
+        );
+        let route = format!(
+            "from:\n  redis: {{ connector: private, stream: in, group: g{i} }}\nto:\n  - redis: {{ connector: private, stream: out{i} }}\n"
+        );
+        let ferry =
+            Ferry::start_with_connectors(&[("r.yaml", &route)], &[("private.yaml", &connector)])
+                .await;
+        let out = format!("out{i}");
+        let n = services::wait_until(
+            "20 entries in the output stream",
+            Duration::from_secs(30),
+            || {
+                let (mut c, out) = (c.clone(), out.clone());
+                async move {
+                    let n: usize = c.xlen(&out).await.ok()?;
+                    (n >= 20).then_some(n)
+                }
+            },
+        )
+        .await;
+        ferry.engine.shutdown().await;
+        assert_eq!(n, 20, "{conn_url}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -92,9 +92,17 @@ impl Settings {
         if let Err(e) = redis::Client::open(url.as_str()) {
             return Err(ctx.error(loc, format!("redis url `{}`: {e}", redact_url(&url))));
         }
+        let tls: TlsOptions = conn.map(|c| c.tls.clone()).unwrap_or_default();
+        // TLS settings on a `redis://` URL mean TLS: never fall back to plain
+        // text silently.
+        let wants_tls = tls.enabled || tls.ca_file.is_some() || tls.cert_file.is_some();
+        let url = match url.strip_prefix("redis://") {
+            Some(rest) if wants_tls => format!("rediss://{rest}"),
+            _ => url,
+        };
         Ok(Settings {
             url,
-            tls: conn.map(|c| c.tls.clone()).unwrap_or_default(),
+            tls,
             connect_timeout: or_default(
                 conn.and_then(|c| c.connect_timeout),
                 DEFAULT_CONNECT_TIMEOUT,
