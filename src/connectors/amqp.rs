@@ -38,8 +38,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::broker::{
-    Backoff, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool, TlsOptions,
-    failure_text, or_default, redact_url, sleep_or_stop, with_timeout,
+    Backoff, BrokerConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool,
+    TlsOptions, failure_text, or_default, redact_url, resolve_endpoint, sleep_or_stop,
+    with_timeout,
 };
 use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
@@ -67,6 +68,20 @@ pub struct AmqpConnectorConfig {
     /// before it consumes or publishes.
     #[serde(default)]
     pub declare: Topology,
+}
+
+impl BrokerConnector for AmqpConnectorConfig {
+    const KIND: &'static str = "amqp";
+    fn from_config(c: &ConnectorConfig) -> Option<&Self> {
+        match c {
+            ConnectorConfig::Amqp(c) => Some(c),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 /// Exchanges, queues and bindings to declare (idempotent: existing ones with
@@ -164,21 +179,7 @@ impl Settings {
         loc: &Location,
         ctx: &BuildContext,
     ) -> Result<Settings, ConfigError> {
-        let conn = match connector {
-            None => None,
-            Some(n) => match ctx.connector(n, "amqp")? {
-                ConnectorConfig::Amqp(c) => Some(c),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            },
-        };
-        let url = match (url, conn) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.url.clone(),
-            (None, None) => {
-                return Err(ctx.error(loc, "amqp needs `url` or `connector`"));
-            }
-        };
+        let (conn, url) = resolve_endpoint::<AmqpConnectorConfig>(url, connector, loc, ctx)?;
         if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
             return Err(ctx.error(loc, format!("amqp url `{}`: {e}", redact_url(&url))));
         }

@@ -22,8 +22,43 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::HumanDuration;
+use serde_saphyr::{Location, Spanned};
+
+use super::ConnectorConfig;
+use crate::config::{BuildContext, ConfigError, HumanDuration};
 use crate::message::{AckReceiver, Outcome, outcome_of};
+
+/// A broker's connector-file settings, as endpoints resolve them.
+pub trait BrokerConnector: Sized + 'static {
+    /// The `kind:` of the connector file.
+    const KIND: &'static str;
+    /// This kind's settings, if `c` is of this kind.
+    fn from_config(c: &ConnectorConfig) -> Option<&Self>;
+    /// The connector's broker URL.
+    fn url(&self) -> &str;
+}
+
+/// Resolve an endpoint's connection: the connector file it names (of the
+/// broker's kind, if any) and its URL, where the endpoint's own `url` wins.
+pub fn resolve_endpoint<'a, C: BrokerConnector>(
+    url: &Option<String>,
+    connector: &Option<Spanned<String>>,
+    loc: &Location,
+    ctx: &'a BuildContext,
+) -> Result<(Option<&'a C>, String), ConfigError> {
+    let conn = match connector {
+        None => None,
+        Some(n) => C::from_config(ctx.connector(n, C::KIND)?),
+    };
+    let url = match (url, conn) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => c.url().to_string(),
+        (None, None) => {
+            return Err(ctx.error(loc, format!("{} needs `url` or `connector`", C::KIND)));
+        }
+    };
+    Ok((conn, url))
+}
 
 /// TLS settings of a broker connection (rustls with the ring provider).
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema, PartialEq, Eq, Hash)]

@@ -35,8 +35,8 @@ use serde_saphyr::{Location, Spanned};
 use tokio::sync::{mpsc, oneshot};
 
 use super::broker::{
-    Backoff, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool, TlsOptions,
-    failure_text, host_name, or_default, redact_url, sleep_or_stop,
+    Backoff, BrokerConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool,
+    TlsOptions, failure_text, host_name, or_default, redact_url, resolve_endpoint, sleep_or_stop,
 };
 use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
@@ -67,6 +67,20 @@ pub struct MqttConnectorConfig {
     pub tls: TlsOptions,
 }
 
+impl BrokerConnector for MqttConnectorConfig {
+    const KIND: &'static str = "mqtt";
+    fn from_config(c: &ConnectorConfig) -> Option<&Self> {
+        match c {
+            ConnectorConfig::Mqtt(c) => Some(c),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     url: String,
@@ -89,19 +103,7 @@ impl Settings {
         loc: &Location,
         ctx: &BuildContext,
     ) -> Result<Settings, ConfigError> {
-        let conn = match connector {
-            None => None,
-            Some(n) => match ctx.connector(n, "mqtt")? {
-                ConnectorConfig::Mqtt(c) => Some(c),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            },
-        };
-        let url = match (url, conn) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.url.clone(),
-            (None, None) => return Err(ctx.error(loc, "mqtt needs `url` or `connector`")),
-        };
+        let (conn, url) = resolve_endpoint::<MqttConnectorConfig>(url, connector, loc, ctx)?;
         let (scheme, rest) = url.split_once("://").unwrap_or(("mqtt", url.as_str()));
         let use_tls = match scheme {
             "mqtt" | "tcp" => false,

@@ -34,8 +34,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::broker::{
-    Backoff, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool, TlsOptions,
-    failure_text, or_default, redact_url, sleep_or_stop, with_timeout,
+    Backoff, BrokerConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool,
+    TlsOptions, failure_text, or_default, redact_url, resolve_endpoint, sleep_or_stop,
+    with_timeout,
 };
 use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
@@ -68,6 +69,20 @@ pub struct NatsConnectorConfig {
     pub tls: TlsOptions,
 }
 
+impl BrokerConnector for NatsConnectorConfig {
+    const KIND: &'static str = "nats";
+    fn from_config(c: &ConnectorConfig) -> Option<&Self> {
+        match c {
+            ConnectorConfig::Nats(c) => Some(c),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 /// Connection settings: the connector's, with the endpoint's `url` on top.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 struct Settings {
@@ -89,19 +104,7 @@ impl Settings {
         loc: &Location,
         ctx: &BuildContext,
     ) -> Result<Settings, ConfigError> {
-        let conn = match connector {
-            None => None,
-            Some(n) => match ctx.connector(n, "nats")? {
-                ConnectorConfig::Nats(c) => Some(c),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            },
-        };
-        let url = match (url, conn) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.url.clone(),
-            (None, None) => return Err(ctx.error(loc, "nats needs `url` or `connector`")),
-        };
+        let (conn, url) = resolve_endpoint::<NatsConnectorConfig>(url, connector, loc, ctx)?;
         if url.trim().is_empty() {
             return Err(ctx.error(loc, "nats url is empty"));
         }

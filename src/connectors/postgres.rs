@@ -31,8 +31,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::broker::{
-    Backoff, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool, TlsOptions,
-    failure_text, or_default, redact_url, sleep_or_stop, with_timeout,
+    Backoff, BrokerConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool,
+    TlsOptions, failure_text, or_default, redact_url, resolve_endpoint, sleep_or_stop,
+    with_timeout,
 };
 use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
@@ -58,6 +59,20 @@ pub struct PostgresConnectorConfig {
     pub tls: TlsOptions,
 }
 
+impl BrokerConnector for PostgresConnectorConfig {
+    const KIND: &'static str = "postgres";
+    fn from_config(c: &ConnectorConfig) -> Option<&Self> {
+        match c {
+            ConnectorConfig::Postgres(c) => Some(c),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     url: String,
@@ -73,19 +88,7 @@ impl Settings {
         loc: &Location,
         ctx: &BuildContext,
     ) -> Result<Settings, ConfigError> {
-        let conn = match connector {
-            None => None,
-            Some(n) => match ctx.connector(n, "postgres")? {
-                ConnectorConfig::Postgres(c) => Some(c),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            },
-        };
-        let url = match (url, conn) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.url.clone(),
-            (None, None) => return Err(ctx.error(loc, "postgres needs `url` or `connector`")),
-        };
+        let (conn, url) = resolve_endpoint::<PostgresConnectorConfig>(url, connector, loc, ctx)?;
         if let Err(e) = url.parse::<tokio_postgres::Config>() {
             return Err(ctx.error(loc, format!("postgres url `{}`: {e}", redact_url(&url))));
         }

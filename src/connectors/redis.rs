@@ -37,8 +37,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::broker::{
-    Backoff, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool, TlsOptions,
-    failure_text, host_name, or_default, redact_url, sleep_or_stop, with_timeout,
+    Backoff, BrokerConnector, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BACKOFF, InFlight, Pool,
+    TlsOptions, failure_text, host_name, or_default, redact_url, resolve_endpoint, sleep_or_stop,
+    with_timeout,
 };
 use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
@@ -61,6 +62,20 @@ pub struct RedisConnectorConfig {
     pub tls: TlsOptions,
 }
 
+impl BrokerConnector for RedisConnectorConfig {
+    const KIND: &'static str = "redis";
+    fn from_config(c: &ConnectorConfig) -> Option<&Self> {
+        match c {
+            ConnectorConfig::Redis(c) => Some(c),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     url: String,
@@ -76,19 +91,7 @@ impl Settings {
         loc: &Location,
         ctx: &BuildContext,
     ) -> Result<Settings, ConfigError> {
-        let conn = match connector {
-            None => None,
-            Some(n) => match ctx.connector(n, "redis")? {
-                ConnectorConfig::Redis(c) => Some(c),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            },
-        };
-        let url = match (url, conn) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.url.clone(),
-            (None, None) => return Err(ctx.error(loc, "redis needs `url` or `connector`")),
-        };
+        let (conn, url) = resolve_endpoint::<RedisConnectorConfig>(url, connector, loc, ctx)?;
         if let Err(e) = redis::Client::open(url.as_str()) {
             return Err(ctx.error(loc, format!("redis url `{}`: {e}", redact_url(&url))));
         }
