@@ -128,6 +128,24 @@ fn schema_describes_routes_and_connectors() {
     let out = ferry().args(["schema", "connector"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("base_url"));
+    // `kind: tcp` with its connection settings (and nothing route-specific).
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tcp = schema["oneOf"]
+        .as_array()
+        .and_then(|kinds| {
+            kinds
+                .iter()
+                .find(|k| k["properties"]["kind"]["const"] == "tcp")
+        })
+        .unwrap_or_else(|| panic!("connector schema lacks kind tcp: {text}"));
+    for key in ["connect", "framing", "timeout", "pool", "max_frame", "tls"] {
+        assert!(
+            tcp["properties"].get(key).is_some(),
+            "tcp connector schema lacks {key}: {tcp}"
+        );
+    }
+    assert!(tcp["properties"].get("reply").is_none());
+    assert_eq!(tcp["additionalProperties"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -506,3 +506,173 @@ async fn a_reload_swaps_the_tcp_route_on_the_same_port_and_old_connections_close
     );
     f.engine.shutdown().await;
 }
+
+/// A server that answers each frame with `ok:FRAME` and counts the
+/// connections it accepted.
+async fn counting_backend(framing: Framing) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let framing = framing.clone();
+            tokio::spawn(async move {
+                let mut conn = Framed::new(s, framing.codec(1 << 20));
+                while let Some(Ok(frame)) = conn.next().await {
+                    let mut reply = b"ok:".to_vec();
+                    reply.extend_from_slice(&frame);
+                    if conn.send(Bytes::from(reply)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (a, accepted)
+}
+
+/// Send `n` messages at once through the http route and `n` pipelined frames
+/// through the tcp route; every one must come back answered by the backend.
+async fn exercise_both_routes(f: &Ferry, n: usize) {
+    let client = reqwest::Client::new();
+    let posts = (0..n).map(|i| {
+        let req = client.post(f.url("/send")).body(format!("s{i}")).send();
+        async move { req.await.unwrap().status() }
+    });
+    let mut s = TcpStream::connect(addr(f, "front").await).await.unwrap();
+    let frames: String = (0..n).map(|i| format!("c{i}\n")).collect();
+    s.write_all(frames.as_bytes()).await.unwrap();
+    let (statuses, replies) = tokio::join!(
+        futures_util::future::join_all(posts),
+        read_frames(&mut s, &Framing::Lines, n)
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let expect: Vec<Vec<u8>> = (0..n).map(|i| format!("ok:c{i}").into_bytes()).collect();
+    assert_eq!(replies, expect);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_using_one_tcp_connector_share_its_pool_across_reloads() {
+    let (backend, accepted) = counting_backend(Framing::Lines).await;
+    let connector =
+        |timeout: &str| format!("kind: tcp\nconnect: \"{backend}\"\npool: 1\ntimeout: {timeout}\n");
+    let front = "from:\n  tcp: { listen: 127.0.0.1:0, reply: result }\nconcurrency: 4\nsteps:\n  - tcp_call: { connector: backend }\n";
+    let send = |description: &str| {
+        format!(
+            "description: {description}\nfrom:\n  http: {{ path: /send }}\nconcurrency: 4\nto:\n  - tcp: {{ connector: backend, reply: any }}\n"
+        )
+    };
+    let f = Ferry::start_with_connectors(
+        &[("front.yaml", front), ("send.yaml", &send("v1"))],
+        &[("backend.yaml", &connector("5s"))],
+    )
+    .await;
+    let total = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+
+    exercise_both_routes(&f, 8).await;
+    // Sixteen calls from two routes, four workers each, over `pool: 1`.
+    assert_eq!(total(), 1, "the sink and tcp_call share one connection");
+
+    // Reloading one route keeps the pool the other route still holds.
+    std::fs::write(f.path("routes/send.yaml"), send("v2")).unwrap();
+    let report = f.engine.reload().await;
+    assert_eq!(report.restarted, ["send"], "{report:?}");
+    exercise_both_routes(&f, 4).await;
+    assert_eq!(total(), 1, "a route reload does not drop the shared pool");
+
+    // A changed connector file restarts both routes on a new pool.
+    std::fs::write(f.path("connectors/backend.yaml"), connector("6s")).unwrap();
+    let report = f.engine.reload().await;
+    let mut restarted = report.restarted.clone();
+    restarted.sort();
+    assert_eq!(restarted, ["front", "send"], "{report:?}");
+    exercise_both_routes(&f, 4).await;
+    assert_eq!(total(), 2, "the changed connector got one new connection");
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn route_options_override_the_tcp_connector() {
+    let len4 = Framing::LengthPrefixed(LengthPrefixed {
+        bytes: 4,
+        endian: Endian::Big,
+        includes_header: false,
+    });
+    let (backend, accepted) = counting_backend(len4).await;
+    // The connector points elsewhere, with another framing and a tiny frame
+    // limit; the route's own options must win over all three.
+    let port = closed_port();
+    let connector = format!(
+        "kind: tcp\nconnect: \"127.0.0.1:{port}\"\nframing: lines\nmax_frame: 2\ntimeout: 5s\n"
+    );
+    let front = format!(
+        "from:\n  tcp: {{ listen: 127.0.0.1:0, reply: result }}\nsteps:\n  - tcp_call: {{ connector: legacy, connect: \"{backend}\", framing: {{ length_prefixed: {{ bytes: 4 }} }}, max_frame: 1KiB }}\n"
+    );
+    let f = Ferry::start_with_connectors(&[("front.yaml", &front)], &[("legacy.yaml", &connector)])
+        .await;
+    let mut s = TcpStream::connect(addr(&f, "front").await).await.unwrap();
+    s.write_all(b"hello\n").await.unwrap();
+    assert_eq!(
+        read_frames(&mut s, &Framing::Lines, 1).await,
+        [b"ok:hello".to_vec()]
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_connector_mistakes_are_load_errors_at_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes");
+    let connectors = dir.path().join("connectors");
+    std::fs::create_dir_all(&routes).unwrap();
+    std::fs::create_dir_all(&connectors).unwrap();
+    std::fs::write(
+        connectors.join("web.yaml"),
+        "kind: http\nbase_url: http://x\n",
+    )
+    .unwrap();
+    std::fs::write(connectors.join("noaddr.yaml"), "kind: tcp\npool: 2\n").unwrap();
+    // (file, route, what the error must say: position first)
+    let cases = [
+        (
+            "missing.yaml",
+            "from:\n  http: { path: /a }\nto:\n  - tcp: { connector: nope }\n",
+            vec!["missing.yaml:4:23: connector `nope` not found"],
+        ),
+        (
+            "kind.yaml",
+            "from:\n  http: { path: /b }\nsteps:\n  - tcp_call: { connector: web }\n",
+            vec![
+                "kind.yaml:4:28: connector `web`",
+                "is of kind `http`, but this endpoint is `tcp`",
+            ],
+        ),
+        (
+            "noconnect.yaml",
+            "from:\n  http: { path: /c }\nsteps:\n  - tcp_call: { connector: noaddr }\n",
+            vec![
+                "noconnect.yaml:4:5: tcp_call needs `connect: host:port` (connector `noaddr` does not set it)",
+            ],
+        ),
+        (
+            "bare.yaml",
+            "from:\n  http: { path: /d }\nto:\n  - tcp: { pool: 2 }\n",
+            vec!["bare.yaml:4:5: tcp needs `connect: host:port` (or a `connector` that sets it)"],
+        ),
+    ];
+    for (name, yaml, _) in &cases {
+        std::fs::write(routes.join(name), yaml).unwrap();
+    }
+    let loaded = ferry::engine::load(&[routes], &connectors, &Default::default());
+    let all: Vec<String> = loaded.errors.iter().map(|e| e.to_string()).collect();
+    for (_, _, expect) in &cases {
+        assert!(
+            all.iter()
+                .any(|e| expect.iter().all(|part| e.contains(part))),
+            "expected {expect:?} in {all:#?}"
+        );
+    }
+}

@@ -116,6 +116,8 @@ pub enum SinkConfig {
 pub enum ConnectorConfig {
     /// HTTP client and server settings.
     Http(http::HttpConnectorConfig),
+    /// A TCP endpoint for `tcp` sinks and `tcp_call` steps (one shared pool).
+    Tcp(tcp::TcpConnectorConfig),
     /// A RabbitMQ broker.
     #[cfg(feature = "amqp")]
     Amqp(amqp::AmqpConnectorConfig),
@@ -137,6 +139,7 @@ impl ConnectorConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ConnectorConfig::Http(_) => "http",
+            ConnectorConfig::Tcp(_) => "tcp",
             #[cfg(feature = "amqp")]
             ConnectorConfig::Amqp(_) => "amqp",
             #[cfg(feature = "nats")]
@@ -272,11 +275,13 @@ pub struct SourceError(pub String);
 
 /// State shared by all routes' connectors: the HTTP and TCP listeners (shared
 /// by route versions, never rebound during a reload), the files currently
-/// being processed, the embedded queue store (opened on first use), and one
-/// connection per broker connector that every route using it shares.
+/// being processed, the embedded queue store (opened on first use), one
+/// connection per broker connector and one connection pool per `tcp`
+/// connector, shared by every route using it.
 pub struct Resources {
     pub http: http::HttpServers,
     pub tcp: tcp::server::TcpServers,
+    pub tcp_clients: tcp::TcpConnections,
     pub files: file::FileClaims,
     #[cfg(feature = "amqp")]
     pub amqp: amqp::AmqpConnections,
@@ -298,6 +303,7 @@ impl Resources {
         Resources {
             http: Default::default(),
             tcp: Default::default(),
+            tcp_clients: Default::default(),
             files: Default::default(),
             #[cfg(feature = "amqp")]
             amqp: Default::default(),

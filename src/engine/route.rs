@@ -187,6 +187,18 @@ impl RunningRoute {
                 }
             }
         }
+        for s in &spec.pipeline.steps {
+            match tokio::time::timeout(START_TIMEOUT, s.step.start(&resources)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("{}: {e}", s.label)),
+                Err(_) => {
+                    return Err(format!(
+                        "{}: did not start within {START_TIMEOUT:?}",
+                        s.label
+                    ));
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel::<Envelope>(spec.buffer);
         let injector = tx.downgrade();
         let workers = tokio::spawn(run_workers(spec.pipeline.clone(), rx, spec.concurrency));

@@ -32,6 +32,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::config::{BuildContext, ConfigError};
+use crate::connectors::Resources;
 use crate::jsonpath::JsonPath;
 use crate::message::{Body, FailureKind, Message};
 use crate::script::{CompiledScript, ScriptError, ScriptKind, ScriptMessage};
@@ -163,6 +164,14 @@ impl StepError {
 /// A processing step, built once per route version and shared by its workers.
 #[async_trait]
 pub trait Step: Send + Sync + 'static {
+    /// Called when a route using this step starts, before its source takes
+    /// input: take shared connections from `resources` (like
+    /// [`Sink::start`](crate::connectors::Sink::start)). An error stops the
+    /// route from starting.
+    async fn start(&self, _resources: &Arc<Resources>) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn apply(&self, msg: &mut Message) -> Result<Flow, StepError>;
 }
 

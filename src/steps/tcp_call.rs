@@ -3,14 +3,20 @@
 //! netty endpoint). Shares its client (pool, reconnects, TLS) with the `tcp`
 //! sink; takes the same options.
 //!
+//! With `connector: NAME` it uses the connector's shared pool, taken from the
+//! engine's resources when the route starts.
+//!
 //! A connection error or timeout fails the message as retryable, so its
 //! source redelivers it; with `reply: hl7_ack` a negative ACK fails it too.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_saphyr::Location;
 
 use super::{Flow, Step, StepError};
 use crate::config::{BuildContext, ConfigError};
+use crate::connectors::Resources;
 use crate::connectors::tcp::{ExpectReply, TcpClient, TcpClientConfig, check_reply};
 use crate::message::{Body, FailureKind, Message};
 
@@ -32,6 +38,11 @@ impl TcpCall {
 
 #[async_trait]
 impl Step for TcpCall {
+    async fn start(&self, resources: &Arc<Resources>) -> Result<(), String> {
+        self.client.start(resources);
+        Ok(())
+    }
+
     async fn apply(&self, msg: &mut Message) -> Result<Flow, StepError> {
         let failed = |retryable: bool, e: String| StepError {
             kind: if retryable {

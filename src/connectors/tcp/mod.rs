@@ -15,7 +15,10 @@
 //! **Sink and `tcp_call`.** A pool of connections per endpoint; a broken
 //! connection is dropped and a new one made on the next message. The sink can
 //! wait for a reply (any frame, or an HL7 ACK that must be AA/CA); `tcp_call`
-//! always waits and makes the reply the message body.
+//! always waits and makes the reply the message body. With `connector: NAME`
+//! the connection settings come from `connectors/NAME.yaml` (`kind: tcp`,
+//! [`TcpConnectorConfig`]), options in the route override them, and all
+//! routes using that connector share one pool (see `client.rs`).
 //!
 //! Invariants: a frame is acknowledged (AA, or the route's result) only after
 //! the engine said it was handled; an oversized or malformed frame closes
@@ -32,14 +35,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_saphyr::Location;
+use serde_saphyr::{Location, Spanned};
 
-pub use client::{CallError, TcpClient};
+pub use client::{CallError, TcpClient, TcpConnections};
 
 use super::{DeliveryError, Sink, Source, SourceContext, SourceError};
 use crate::codec::framing::Framing;
 use crate::codec::hl7;
 use crate::config::{BuildContext, ByteSize, ConfigError, HumanDuration};
+use crate::connectors::{ConnectorConfig, Resources};
 use crate::message::Message;
 
 const DEFAULT_MAX_FRAME: u64 = 1024 * 1024;
@@ -196,15 +200,36 @@ pub enum ExpectReply {
     Hl7Ack,
 }
 
+/// Shared client settings in `connectors/NAME.yaml` (`kind: tcp`) for `tcp`
+/// sinks and `tcp_call` steps. Every route that uses the connector shares one
+/// pool of connections; options set in a route override these.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConnectorConfig {
+    /// Where to connect, `host:port`.
+    pub connect: Option<String>,
+    /// How messages (and replies) are framed (default `lines`).
+    pub framing: Option<Framing>,
+    /// Time allowed to connect, send and get the reply (default 30s). A
+    /// timeout is a retryable failure.
+    pub timeout: Option<HumanDuration>,
+    /// Connections kept open to the endpoint, shared by all routes using this
+    /// connector (default 4).
+    pub pool: Option<usize>,
+    /// Largest reply accepted (default 1MiB).
+    pub max_frame: Option<ByteSize>,
+    /// Connect with TLS.
+    pub tls: Option<tls::ClientTlsConfig>,
+}
+
 /// Options of a `tcp` sink and of the `tcp_call` step.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpClientConfig {
-    /// Where to connect, `host:port`.
-    pub connect: String,
+    /// Where to connect, `host:port` (may come from the connector).
+    pub connect: Option<String>,
     /// How messages (and replies) are framed (default `lines`).
-    #[serde(default = "default_framing")]
-    pub framing: Framing,
+    pub framing: Option<Framing>,
     /// What comes back: `none`, `any` or `hl7_ack` (sink default: `hl7_ack`
     /// for `mllp`, `none` otherwise; `tcp_call` default: `any`, or `hl7_ack`
     /// for `mllp`).
@@ -218,6 +243,10 @@ pub struct TcpClientConfig {
     pub max_frame: Option<ByteSize>,
     /// Connect with TLS.
     pub tls: Option<tls::ClientTlsConfig>,
+    /// Shared settings from `connectors/NAME.yaml` (`kind: tcp`); routes
+    /// using it share its connections, options given here override its own.
+    #[schemars(with = "Option<String>")]
+    pub connector: Option<Spanned<String>>,
 }
 
 impl TcpClientConfig {
@@ -229,10 +258,32 @@ impl TcpClientConfig {
         step: bool,
     ) -> Result<(TcpClient, ExpectReply), ConfigError> {
         let kind = if step { "tcp_call" } else { "tcp" };
-        self.framing
+        let (conn, shared_as) = match &self.connector {
+            None => (None, None),
+            Some(n) => match ctx.connector(n, "tcp")? {
+                ConnectorConfig::Tcp(c) => {
+                    // The fingerprint keeps routes built against an older
+                    // version of the file off the new version's pool.
+                    let hash = ctx.connectors.by_name.get(&n.value).map(|c| c.hash);
+                    (
+                        Some(c),
+                        Some(format!("{}#{:016x}", n.value, hash.unwrap_or(0))),
+                    )
+                }
+                // `ctx.connector` already checked the kind.
+                #[allow(unreachable_patterns)]
+                _ => (None, None),
+            },
+        };
+        let framing = self
+            .framing
+            .clone()
+            .or_else(|| conn.and_then(|c| c.framing.clone()))
+            .unwrap_or_else(default_framing);
+        framing
             .validate()
             .map_err(|e| ctx.error(loc, format!("{kind}.framing: {e}")))?;
-        let mllp = self.framing == Framing::Mllp;
+        let mllp = framing == Framing::Mllp;
         let reply = match (self.reply, step) {
             (Some(ExpectReply::None), true) => {
                 return Err(ctx.error(loc, "tcp_call waits for a reply: use `reply: any` or `hl7_ack` (or a `tcp` sink for one-way sends)"));
@@ -242,40 +293,62 @@ impl TcpClientConfig {
             (None, true) => ExpectReply::Any,
             (None, false) => ExpectReply::None,
         };
-        let (host, _port) = self
-            .connect
+        let connect = match (&self.connect, conn.and_then(|c| c.connect.as_ref())) {
+            (Some(c), _) | (None, Some(c)) => c.clone(),
+            (None, None) => {
+                return Err(ctx.error(
+                    loc,
+                    match &self.connector {
+                        Some(n) => format!(
+                            "{kind} needs `connect: host:port` (connector `{}` does not set it)",
+                            n.value
+                        ),
+                        None => format!(
+                            "{kind} needs `connect: host:port` (or a `connector` that sets it)"
+                        ),
+                    },
+                ));
+            }
+        };
+        let (host, _port) = connect
             .rsplit_once(':')
             .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
             .ok_or_else(|| {
-                ctx.error(
-                    loc,
-                    format!("{kind}.connect `{}` must be host:port", self.connect),
-                )
+                ctx.error(loc, format!("{kind}.connect `{connect}` must be host:port"))
             })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let tls = match &self.tls {
+        let tls_config = self.tls.as_ref().or(conn.and_then(|c| c.tls.as_ref()));
+        let tls = match tls_config {
             Some(t) => Some(
                 t.connector(host)
                     .map_err(|e| ctx.error(loc, format!("{kind}.tls: {e}")))?,
             ),
             None => None,
         };
-        let pool = match self.pool {
+        let pool = match self.pool.or(conn.and_then(|c| c.pool)) {
             Some(0) => return Err(ctx.error(loc, format!("{kind}.pool must be at least 1"))),
             Some(n) => n,
             None => 4,
         };
-        Ok((
-            TcpClient::new(
-                self.connect.clone(),
-                self.framing.clone(),
-                size(self.max_frame),
-                self.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-                pool,
-                tls,
-            ),
-            reply,
-        ))
+        let max_frame = size(self.max_frame.or(conn.and_then(|c| c.max_frame)));
+        let timeout = self
+            .timeout
+            .or(conn.and_then(|c| c.timeout))
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30));
+        // Routes share a connector's pool only when their connections are
+        // interchangeable: a route that overrides where or how to connect gets
+        // a pool of its own (still per connector, so it is shared too).
+        let shared = shared_as
+            .map(|name| format!("{name}|{connect}|{framing:?}|{max_frame}|{pool}|{tls_config:?}"));
+        let endpoint = client::Endpoint {
+            addr: connect,
+            framing,
+            max_frame,
+            pool,
+            tls,
+        };
+        Ok((TcpClient::new(endpoint, timeout, shared), reply))
     }
 
     pub fn build(&self, loc: &Location, ctx: &BuildContext) -> Result<TcpSink, ConfigError> {
@@ -308,6 +381,11 @@ pub struct TcpSink {
 
 #[async_trait]
 impl Sink for TcpSink {
+    async fn start(&self, resources: &Arc<Resources>) -> Result<(), String> {
+        self.client.start(resources);
+        Ok(())
+    }
+
     async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError> {
         let wait = self.reply != ExpectReply::None;
         let reply = self
