@@ -28,6 +28,10 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+async fn post(f: &Ferry, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    client().post(f.url(path)).body(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
@@ -58,12 +62,12 @@ async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
 #[tokio::test]
 async fn filtered_message_is_acked_not_delivered() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let resp = client()
-        .post(f.url("/orders"))
-        .body(r#"<order id="small"><total>3</total></order>"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(
+        &f,
+        "/orders",
+        r#"<order id="small"><total>3</total></order>"#,
+    )
+    .await;
     assert_eq!(resp.status(), 204);
     assert!(
         resp.headers()["ferry-dropped"]
@@ -78,12 +82,7 @@ async fn filtered_message_is_acked_not_delivered() {
 #[tokio::test]
 async fn bad_input_gets_400_with_the_reason_and_the_route_keeps_running() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let malformed = client()
-        .post(f.url("/orders"))
-        .body("<order id=\"1\"><total>5</total></ordr>")
-        .send()
-        .await
-        .unwrap();
+    let malformed = post(&f, "/orders", "<order id=\"1\"><total>5</total></ordr>").await;
     assert_eq!(malformed.status(), 400);
     let err: Value = malformed.json().await.unwrap();
     assert!(
@@ -92,20 +91,10 @@ async fn bad_input_gets_400_with_the_reason_and_the_route_keeps_running() {
     );
     assert_eq!(err["stage"], "step 1 (xml_to_json)");
 
-    let not_utf8 = client()
-        .post(f.url("/orders"))
-        .body(b"<order>\xff\xfe</order>".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let not_utf8 = post(&f, "/orders", b"<order>\xff\xfe</order>".to_vec()).await;
     assert_eq!(not_utf8.status(), 400);
 
-    let ok = client()
-        .post(f.url("/orders"))
-        .body(BIG_ORDER)
-        .send()
-        .await
-        .unwrap();
+    let ok = post(&f, "/orders", BIG_ORDER).await;
     assert_eq!(ok.status(), 200);
     f.engine.shutdown().await;
 }
@@ -119,22 +108,12 @@ to:
   - file: { path: "{dir}/out" }
 "#;
     let f = Ferry::start(&[("small.yaml", route)]).await;
-    let resp = client()
-        .post(f.url("/small"))
-        .body(vec![b'x'; 2048])
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&f, "/small", vec![b'x'; 2048]).await;
     assert_eq!(resp.status(), 413);
     // A chunked body (no Content-Length) is cut off at the limit too.
     let chunks =
         futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
-    let resp = client()
-        .post(f.url("/small"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&f, "/small", reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(resp.status(), 413);
     assert!(files_in(&f.path("out")).is_empty());
     f.engine.shutdown().await;
@@ -167,24 +146,14 @@ to:
 "#;
     let f = Ferry::start(&[("loop.yaml", route)]).await;
     let started = Instant::now();
-    let resp = client()
-        .post(f.url("/loop"))
-        .body(r#"{"spin": true}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&f, "/loop", r#"{"spin": true}"#).await;
     assert_eq!(resp.status(), 500);
     let err: Value = resp.json().await.unwrap();
     let text = err["error"].as_str().unwrap();
     assert!(text.contains("script failed at script line"), "{text}");
     assert!(text.to_lowercase().contains("operations"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let ok = client()
-        .post(f.url("/loop"))
-        .body(r#"{"spin": false}"#)
-        .send()
-        .await
-        .unwrap();
+    let ok = post(&f, "/loop", r#"{"spin": false}"#).await;
     assert_eq!(ok.status(), 200);
     f.engine.shutdown().await;
 }
@@ -214,12 +183,7 @@ errors:
 "#
     );
     let f = Ferry::start(&[("down.yaml", &route), ("down-dl.yaml", &with_dl)]).await;
-    let resp = client()
-        .post(f.url("/down"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&f, "/down", "{}").await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     let err: Value = resp.json().await.unwrap();
@@ -228,12 +192,7 @@ errors:
         "{err}"
     );
 
-    let resp = client()
-        .post(f.url("/down-dl"))
-        .body(r#"{"n":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&f, "/down-dl", r#"{"n":1}"#).await;
     assert_eq!(resp.status(), 202);
     let dead = files_in(&f.path("dead"));
     assert_eq!(dead.len(), 1);
@@ -271,21 +230,11 @@ async fn downstream_4xx_is_permanent_and_not_retried_5xx_is_retried() {
     let routes: Vec<(&str, &str)> = routes.iter().map(|(a, b)| (*a, b.as_str())).collect();
     let f = Ferry::start(&routes).await;
 
-    let r = client()
-        .post(f.url("/reject"))
-        .body(r#"{"a":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&f, "/reject", r#"{"a":1}"#).await;
     assert_eq!(r.status(), 500);
     assert_eq!(rejecting.hits(), 1, "a 4xx must not be retried");
 
-    let r = client()
-        .post(f.url("/flaky"))
-        .body(r#"{"a":1}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&f, "/flaky", r#"{"a":1}"#).await;
     assert_eq!(r.status(), 200);
     assert_eq!(flaky.hits(), 3, "two 503s, then delivered");
     let bodies = flaky.bodies.lock().unwrap().clone();
@@ -314,12 +263,7 @@ to:
     );
     let f = Ferry::start(&[("both.yaml", &route)]).await;
     let started = Instant::now();
-    let r = client()
-        .post(f.url("/both"))
-        .body(r#"{"id": 7, "tags": ["x", "y"]}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&f, "/both", r#"{"id": 7, "tags": ["x", "y"]}"#).await;
     assert_eq!(r.status(), 200);
     assert!(
         started.elapsed() >= Duration::from_millis(300),
