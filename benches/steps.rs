@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferry::message::{Body, Message};
 use ferry::script::{ScriptEngine, ScriptKind, ScriptLimits};
-use ferry::steps::script_view;
+use ferry::steps::with_script_input;
 
 fn filter(c: &mut Criterion) {
     let engine = ScriptEngine::new(&ScriptLimits::default());
@@ -31,8 +31,9 @@ fn filter(c: &mut Criterion) {
     msg.headers.insert("x-channel".into(), "web".into());
     c.bench_function("filter: small order, compiled Rhai expression", |b| {
         b.iter(|| {
-            let view = script_view(black_box(&msg)).expect("view");
-            assert!(engine.eval_bool(&script, &view).expect("evaluates"));
+            let ok = with_script_input(black_box(&msg), |input| engine.eval_bool(&script, input))
+                .expect("view");
+            assert!(ok.expect("evaluates"));
         })
     });
 }

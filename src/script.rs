@@ -247,6 +247,25 @@ pub struct ScriptMessage {
     pub meta: serde_json::Map<String, Value>,
 }
 
+/// A read-only view of a message for expressions (`filter`, `set_header`):
+/// borrows instead of copying, since an expression cannot change the message.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptInput<'a> {
+    pub body: &'a Value,
+    pub headers: &'a BTreeMap<String, String>,
+    pub meta: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> From<&'a ScriptMessage> for ScriptInput<'a> {
+    fn from(m: &'a ScriptMessage) -> Self {
+        ScriptInput {
+            body: &m.body,
+            headers: &m.headers,
+            meta: &m.meta,
+        }
+    }
+}
+
 /// What a `script` step decided about the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -394,7 +413,7 @@ impl ScriptEngine {
         script: &CompiledScript,
         msg: &mut ScriptMessage,
     ) -> Result<RunOutcome, ScriptError> {
-        let mut scope = message_scope(msg)?;
+        let mut scope = message_scope(ScriptInput::from(&*msg))?;
         match self.eval(&mut scope, script) {
             Ok(_) => {}
             Err(Evaluation::Dropped) => return Ok(RunOutcome::Dropped),
@@ -426,12 +445,12 @@ impl ScriptEngine {
 
     /// Evaluates a filter. Anything but a boolean is an error naming the type it got; `drop()`
     /// inside a filter counts as `false`.
-    pub fn eval_bool(
+    pub fn eval_bool<'a>(
         &self,
         script: &CompiledScript,
-        msg: &ScriptMessage,
+        msg: impl Into<ScriptInput<'a>>,
     ) -> Result<bool, ScriptError> {
-        let mut scope = message_scope(msg)?;
+        let mut scope = message_scope(msg.into())?;
         match self.eval(&mut scope, script) {
             Ok(value) => value.as_bool().map_err(|type_name| {
                 ScriptError::new(
@@ -445,12 +464,12 @@ impl ScriptEngine {
     }
 
     /// Evaluates an expression to a JSON value (`set_header` turns it into a string).
-    pub fn eval_value(
+    pub fn eval_value<'a>(
         &self,
         script: &CompiledScript,
-        msg: &ScriptMessage,
+        msg: impl Into<ScriptInput<'a>>,
     ) -> Result<Value, ScriptError> {
-        let mut scope = message_scope(msg)?;
+        let mut scope = message_scope(msg.into())?;
         match self.eval(&mut scope, script) {
             Ok(value) => dynamic_to_json(&value, "the expression's result"),
             Err(Evaluation::Dropped) => Err(ScriptError::new(
@@ -482,16 +501,16 @@ enum Evaluation {
     Failed(ScriptError),
 }
 
-fn message_scope(msg: &ScriptMessage) -> Result<Scope<'static>, ScriptError> {
+fn message_scope(msg: ScriptInput) -> Result<Scope<'static>, ScriptError> {
     let headers: rhai::Map = msg
         .headers
         .iter()
         .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
         .collect();
     let mut scope = Scope::new();
-    scope.push_dynamic("body", json_to_dynamic(&msg.body, "body")?);
+    scope.push_dynamic("body", json_to_dynamic(msg.body, "body")?);
     scope.push_dynamic("headers", Dynamic::from_map(headers));
-    scope.push_dynamic("meta", json_to_dynamic(&msg.meta, "meta")?);
+    scope.push_dynamic("meta", json_to_dynamic(msg.meta, "meta")?);
     Ok(scope)
 }
 

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde_saphyr::Spanned;
 
-use super::{Flow, Step, StepError, compile_script, script_failure, script_view};
+use super::{Flow, Step, StepError, compile_script, script_failure, with_script_input};
 use crate::config::{BuildContext, ConfigError};
 use crate::message::Message;
 use crate::script::{CompiledScript, ScriptEngine, ScriptKind};
@@ -31,8 +31,7 @@ impl Filter {
 #[async_trait]
 impl Step for Filter {
     async fn apply(&self, msg: &mut Message) -> Result<Flow, StepError> {
-        let view = script_view(msg)?;
-        match self.engine.eval_bool(&self.script, &view) {
+        match with_script_input(msg, |input| self.engine.eval_bool(&self.script, input))? {
             Ok(true) => Ok(Flow::Continue),
             Ok(false) => Ok(Flow::Drop(format!("filter `{}` is false", self.source))),
             Err(e) => Err(script_failure("filter", e)),

@@ -35,7 +35,7 @@ use crate::config::{BuildContext, ConfigError};
 use crate::connectors::Resources;
 use crate::jsonpath::JsonPath;
 use crate::message::{Body, FailureKind, Message};
-use crate::script::{CompiledScript, ScriptError, ScriptKind, ScriptMessage};
+use crate::script::{CompiledScript, ScriptError, ScriptInput, ScriptKind, ScriptMessage};
 
 /// One entry of a route's `steps:` list: `{ KIND: options }`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -284,12 +284,8 @@ pub fn compile_script(
     })
 }
 
-/// The view of a message that scripts get.
-pub fn script_view(msg: &Message) -> Result<ScriptMessage, StepError> {
-    let body = msg
-        .body
-        .to_value()
-        .map_err(|e| StepError::bad_input(e.to_string()))?;
+/// Meta fields as scripts see them: Ferry's own plus what scripts set.
+fn script_meta(msg: &Message) -> serde_json::Map<String, serde_json::Value> {
     let mut meta = serde_json::Map::new();
     meta.insert("id".into(), msg.id.clone().into());
     meta.insert("route".into(), msg.meta.route.to_string().into());
@@ -302,11 +298,46 @@ pub fn script_view(msg: &Message) -> Result<ScriptMessage, StepError> {
     for (k, v) in &msg.meta.vars {
         meta.insert(k.clone(), v.clone());
     }
+    meta
+}
+
+/// The view of a message that a `script` step gets (owned: the script may
+/// change it).
+pub fn script_view(msg: &Message) -> Result<ScriptMessage, StepError> {
+    let body = msg
+        .body
+        .to_value()
+        .map_err(|e| StepError::bad_input(e.to_string()))?;
     Ok(ScriptMessage {
         body,
         headers: msg.headers.clone(),
-        meta,
+        meta: script_meta(msg),
     })
+}
+
+/// Evaluate an expression over a message without copying its body or headers
+/// (a JSON body is borrowed; only raw bytes are parsed first).
+pub fn with_script_input<T>(
+    msg: &Message,
+    eval: impl FnOnce(ScriptInput) -> T,
+) -> Result<T, StepError> {
+    let parsed;
+    let body = match &msg.body {
+        Body::Json(v) => v,
+        Body::Bytes(_) => {
+            parsed = msg
+                .body
+                .to_value()
+                .map_err(|e| StepError::bad_input(e.to_string()))?;
+            &parsed
+        }
+    };
+    let meta = script_meta(msg);
+    Ok(eval(ScriptInput {
+        body,
+        headers: &msg.headers,
+        meta: &meta,
+    }))
 }
 
 /// A script error as a step failure: permanent (rerunning the same script on the

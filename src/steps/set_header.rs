@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
-use super::{Flow, JsonPathExpr, Step, StepError, compile_script, script_failure, script_view};
+use super::{
+    Flow, JsonPathExpr, Step, StepError, compile_script, script_failure, with_script_input,
+};
 use crate::config::{BuildContext, ConfigError};
 use crate::jsonpath::JsonPath;
 use crate::message::Message;
@@ -112,9 +114,7 @@ impl Step for SetHeader {
                 }
             }
             Source::Script(engine, script) => {
-                let view = script_view(msg)?;
-                let v = engine
-                    .eval_value(script, &view)
+                let v = with_script_input(msg, |input| engine.eval_value(script, input))?
                     .map_err(|e| script_failure("set_header", e))?;
                 header_text(&v)
             }
