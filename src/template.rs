@@ -114,11 +114,6 @@ impl Template {
         })
     }
 
-    /// Whether the template contains only literal text.
-    pub fn is_constant(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
-    }
-
     pub fn render(&self, msg: &Message) -> String {
         let mut out = String::new();
         let now = msg.meta.received_at;

@@ -145,3 +145,34 @@ to:
     assert!(!f.dir.path().join("etc").exists());
     f.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_abandoned_at_the_drain_timeout_is_taken_by_the_next_version() {
+    let stalled = common::Downstream::start(vec![200], Duration::from_secs(60)).await;
+    let v1 = format!(
+        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 100ms }}\ndrain_timeout: 300ms\nto:\n  - http: {{ url: \"{}\", timeout: 5m }}\n",
+        stalled.url()
+    );
+    let f = Ferry::start(&[("drop.yaml", &v1)]).await;
+    std::fs::write(f.path("in/stuck.json"), "{}").unwrap();
+    eventually("the stalled sink got the file", Duration::from_secs(10), || {
+        (stalled.hits() == 1).then_some(())
+    })
+    .await;
+    // The new version writes files; the old one cannot finish within its drain
+    // timeout, so its message is abandoned and the file must be free again.
+    let v2 = "from:\n  file: { path: \"{dir}/in\", settle: 10ms, poll_interval: 100ms }\nto:\n  - file: { path: \"{dir}/out\", name: \"{header.file.name}\" }\n";
+    std::fs::write(
+        f.path("routes/drop.yaml"),
+        v2.replace("{dir}", &f.dir.path().display().to_string()),
+    )
+    .unwrap();
+    let report = f.engine.reload().await;
+    assert_eq!(report.restarted, ["drop"], "{report:?}");
+    let out = f.path("out/stuck.json");
+    eventually("the new version delivered the file", Duration::from_secs(10), || {
+        out.exists().then_some(())
+    })
+    .await;
+    f.engine.shutdown().await;
+}

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -37,23 +37,42 @@ use crate::template::Template;
 /// Files currently being processed, across all routes and route versions.
 #[derive(Default)]
 pub struct FileClaims {
-    claimed: Mutex<HashSet<PathBuf>>,
+    claimed: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl FileClaims {
-    /// Claim a file; false if someone already has it.
-    fn claim(&self, path: &Path) -> bool {
-        self.claimed
+    /// Claim a file; None if someone already has it.
+    fn claim(&self, path: &Path) -> Option<Claim> {
+        let fresh = self
+            .claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_path_buf())
+            .insert(path.to_path_buf());
+        fresh.then(|| Claim {
+            set: self.claimed.clone(),
+            path: path.to_path_buf(),
+            keep: false,
+        })
     }
+}
 
-    fn release(&self, path: &Path) {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
+/// One claimed file. The claim ends when this is dropped, on every path
+/// (including a source task aborted at its drain timeout), so a file is never
+/// stuck unprocessed until a restart; `keep` holds it for the rest of the run.
+struct Claim {
+    set: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.set
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.path);
+        }
     }
 }
 
@@ -207,7 +226,7 @@ impl Source for FileSource {
         ctx.ready();
 
         let claims = &ctx.resources.files;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PathBuf, Disposition)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Claim, Disposition)>();
         let mut backoff: HashMap<PathBuf, tokio::time::Instant> = HashMap::new();
         let mut in_flight = 0usize;
         loop {
@@ -216,23 +235,22 @@ impl Source for FileSource {
                 if ctx.shutdown.is_cancelled() {
                     break;
                 }
-                if !claims.claim(&path) {
+                let Some(claim) = claims.claim(&path) else {
                     continue;
-                }
+                };
                 let msg = match read_message(&ctx, &path).await {
                     Ok(m) => m,
                     Err(e) => {
                         // Gone (another process took it) or unreadable: try later.
                         tracing::debug!(file = %path.display(), error = %e, "cannot read file");
-                        claims.release(&path);
                         continue;
                     }
                 };
                 let rx = tokio::select! {
-                    _ = ctx.shutdown.cancelled() => { claims.release(&path); break; }
+                    _ = ctx.shutdown.cancelled() => break,
                     r = ctx.input.submit(msg) => match r {
                         Ok(rx) => rx,
-                        Err(_) => { claims.release(&path); break; }
+                        Err(_) => break,
                     },
                 };
                 in_flight += 1;
@@ -247,7 +265,8 @@ impl Source for FileSource {
                         Outcome::Failed(_) => Disposition::Retry,
                         _ => Disposition::Done,
                     };
-                    let _ = done_tx.send((path, d));
+                    // If the source is gone, dropping the claim releases the file.
+                    let _ = done_tx.send((claim, d));
                 });
             }
             if ctx.shutdown.is_cancelled() {
@@ -259,20 +278,20 @@ impl Source for FileSource {
                 _ = ctx.shutdown.cancelled() => break,
                 _ = wake_rx.recv() => {}
                 _ = tokio::time::sleep(wait) => {}
-                Some((path, d)) = done_rx.recv() => {
+                Some((claim, d)) = done_rx.recv() => {
                     in_flight -= 1;
-                    self.finish(&ctx, &path, d, &mut backoff).await;
+                    self.finish(&ctx, claim, d, &mut backoff).await;
                 }
             }
         }
         // Stop watching, then settle every file already handed to the route.
         drop(debouncer);
         while in_flight > 0 {
-            let Some((path, d)) = done_rx.recv().await else {
+            let Some((claim, d)) = done_rx.recv().await else {
                 break;
             };
             in_flight -= 1;
-            self.finish(&ctx, &path, d, &mut backoff).await;
+            self.finish(&ctx, claim, d, &mut backoff).await;
         }
         Ok(())
     }
@@ -288,14 +307,16 @@ impl Source for FileSource {
 }
 
 impl FileSource {
-    /// Move a file according to the engine's answer, then release its claim.
+    /// Move a file according to the engine's answer; its claim ends here.
     async fn finish(
         &self,
         ctx: &SourceContext,
-        path: &Path,
+        mut claim: Claim,
         d: Disposition,
         backoff: &mut HashMap<PathBuf, tokio::time::Instant>,
     ) {
+        let path = claim.path.clone();
+        let path = path.as_path();
         let name = path
             .file_name()
             .map(|n| n.to_os_string())
@@ -326,9 +347,8 @@ impl FileSource {
             // The message was handled but the file could not be moved: it would be
             // read again, so keep it claimed for this run rather than duplicate it.
             tracing::error!(file = %path.display(), error = %e, "cannot move processed file; leaving it claimed");
-            return;
+            claim.keep = true;
         }
-        ctx.resources.files.release(path);
     }
 }
 
