@@ -155,9 +155,11 @@ async fn a_file_abandoned_at_the_drain_timeout_is_taken_by_the_next_version() {
     );
     let f = Ferry::start(&[("drop.yaml", &v1)]).await;
     std::fs::write(f.path("in/stuck.json"), "{}").unwrap();
-    eventually("the stalled sink got the file", Duration::from_secs(10), || {
-        (stalled.hits() == 1).then_some(())
-    })
+    eventually(
+        "the stalled sink got the file",
+        Duration::from_secs(10),
+        || (stalled.hits() == 1).then_some(()),
+    )
     .await;
     // The new version writes files; the old one cannot finish within its drain
     // timeout, so its message is abandoned and the file must be free again.
@@ -170,9 +172,11 @@ async fn a_file_abandoned_at_the_drain_timeout_is_taken_by_the_next_version() {
     let report = f.engine.reload().await;
     assert_eq!(report.restarted, ["drop"], "{report:?}");
     let out = f.path("out/stuck.json");
-    eventually("the new version delivered the file", Duration::from_secs(10), || {
-        out.exists().then_some(())
-    })
+    eventually(
+        "the new version delivered the file",
+        Duration::from_secs(10),
+        || out.exists().then_some(()),
+    )
     .await;
     f.engine.shutdown().await;
 }

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use pipeline::{NamedSink, NamedStep, Pipeline};
-pub use reload::ReloadReport;
+pub use reload::{ReloadReport, StartFailure};
 pub use route::{RouteSpec, RunningRoute};
 
 use crate::config::load::{load_connectors, parse_route, yaml_files};

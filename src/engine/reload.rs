@@ -36,8 +36,17 @@ pub struct ReloadReport {
     /// Routes that keep running their old version because the new one is
     /// invalid or failed to start.
     pub kept_old_version: Vec<String>,
+    /// Routes whose (new) version could not start, and why.
+    pub failed_to_start: Vec<StartFailure>,
     /// Every error, with file:line:column.
     pub errors: Vec<String>,
+}
+
+/// A route version that could not start.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartFailure {
+    pub route: String,
+    pub error: String,
 }
 
 impl ReloadReport {
@@ -58,6 +67,7 @@ impl Engine {
             stopped: vec![],
             unchanged: vec![],
             kept_old_version: vec![],
+            failed_to_start: vec![],
             errors: vec![],
         };
         let Some(dirs) = self.dirs.clone() else {
@@ -152,6 +162,10 @@ impl Engine {
                             }
                             file_errors.entry(file).or_default().push(msg.clone());
                             report.errors.push(msg);
+                            report.failed_to_start.push(StartFailure {
+                                route: id.to_string(),
+                                error: e,
+                            });
                         }
                     }
                 }

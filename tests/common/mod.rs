@@ -68,18 +68,17 @@ impl Ferry {
         let report = engine.reload().await;
         if !report.ok() {
             // Configuration errors fail the test; start failures are the caller's to check.
-            let (started, config): (Vec<String>, Vec<String>) = report
-                .errors
-                .into_iter()
-                .partition(|e| e.contains("failed to start"));
-            assert!(config.is_empty(), "route errors: {config:?}");
+            assert_eq!(
+                report.errors.len(),
+                report.failed_to_start.len(),
+                "route errors: {:?}",
+                report.errors
+            );
             engine.shutdown().await;
-            return Err(started
+            return Err(report
+                .failed_to_start
                 .into_iter()
-                .map(|e| {
-                    let id = e.split('`').nth(1).unwrap_or_default().to_string();
-                    (id, e)
-                })
+                .map(|f| (f.route, f.error))
                 .collect());
         }
         let addr = engine.resources.http.bound_addrs().await.first().copied();
