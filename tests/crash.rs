@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,19 +31,9 @@ impl Ferry {
     }
 
     async fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .current_dir(&self.dir)
-            .args([
-                "run",
-                "--http-listen",
-                &format!("127.0.0.1:{}", self.http),
-                "--admin-listen",
-                &format!("127.0.0.1:{}", self.admin),
-                "--no-watch",
-            ])
+        let child = common::ferry_run(&self.dir, self.http, self.admin)
+            .arg("--no-watch")
             .env("FERRY_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         self.child = Some(child);

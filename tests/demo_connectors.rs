@@ -48,16 +48,8 @@ fn stdin_lines_come_out_converted_on_stdout() {
     )
     .unwrap();
     let (http, admin) = (common::closed_port(), common::closed_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--no-watch",
-        ])
+    let mut child = common::ferry_run(dir.path(), http, admin)
+        .arg("--no-watch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,20 +33,7 @@ impl Proc {
 
     fn start_in(dir: tempfile::TempDir) -> Proc {
         let (http, admin) = (closed_port(), closed_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .current_dir(dir.path())
-            .args([
-                "run",
-                "--http-listen",
-                &format!("127.0.0.1:{http}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .env("FERRY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = common::ferry_run(dir.path(), http, admin).spawn().unwrap();
         let p = Proc {
             child,
             dir,

@@ -94,6 +94,19 @@ impl Ferry {
     }
 }
 
+/// `ferry run` in `dir` on the given loopback ports (logs at `warn` to the
+/// test's stderr, stdout discarded); add arguments and spawn it.
+pub fn ferry_run(dir: &Path, http: u16, admin: u16) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.current_dir(dir)
+        .args(["run", "--http-listen", &format!("127.0.0.1:{http}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("FERRY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    cmd
+}
+
 /// A path in the shared test corpus (`../shared/corpus`); its absence is a
 /// failure, not a skip.
 pub fn corpus(rel: &str) -> PathBuf {

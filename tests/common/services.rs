@@ -60,19 +60,8 @@ impl FerryProcess {
     pub fn start(dir: &Path) -> FerryProcess {
         let http = super::closed_port();
         let admin = super::closed_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .current_dir(dir)
-            .args([
-                "run",
-                "--http-listen",
-                &format!("127.0.0.1:{http}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-                "--no-watch",
-            ])
-            .env("FERRY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+        let child = super::ferry_run(dir, http, admin)
+            .arg("--no-watch")
             .spawn()
             .expect("spawn ferry");
         let p = FerryProcess { child, admin };
