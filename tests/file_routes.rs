@@ -45,15 +45,52 @@ async fn dropped_xml_file_becomes_json_and_moves_to_done() {
 async fn malformed_file_moves_to_error_with_a_reason() {
     let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
     std::fs::write(f.path("in/bad.xml"), "<a><b></a>").unwrap();
-    let reason = f.path("in/.error/bad.xml.reason");
-    eventually("bad.xml.reason", Duration::from_secs(10), || {
-        reason.exists().then_some(())
+    let moved = f.path("in/.error/bad.xml");
+    eventually("bad.xml in .error", Duration::from_secs(10), || {
+        moved.exists().then_some(())
     })
     .await;
-    let text = std::fs::read_to_string(&reason).unwrap();
-    assert!(text.contains("xml_to_json"), "{text}");
-    assert!(f.path("in/.error/bad.xml").exists());
+    // The reason is complete before the file appears in `.error/`.
+    let text = std::fs::read_to_string(f.path("in/.error/bad.xml.reason")).unwrap();
+    assert!(
+        text.contains("xml_to_json") && text.ends_with('\n'),
+        "{text:?}"
+    );
+    assert!(!f.path("in/bad.xml").exists());
     assert!(files_in(&f.path("out")).is_empty());
+    f.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_file_seen_in_error_always_has_its_whole_reason_beside_it() {
+    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    const N: usize = 40;
+    for i in 0..N {
+        std::fs::write(f.path(&format!("in/bad{i:02}.xml")), "<a><b></a>").unwrap();
+    }
+    // Watch `.error/` closely: the moment a file shows, its reason must be whole.
+    let mut checked = std::collections::HashSet::new();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while checked.len() < N {
+        assert!(
+            std::time::Instant::now() < end,
+            "only {} of {N} files reached .error in 30s",
+            checked.len()
+        );
+        for p in files_in(&f.path("in/.error")) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".reason") || !checked.insert(name.clone()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(f.path(&format!("in/.error/{name}.reason")))
+                .unwrap_or_else(|e| panic!("{name} is in .error but its reason is not: {e}"));
+            assert!(
+                text.contains("xml_to_json") && text.ends_with('\n'),
+                "{name}: reason incomplete: {text:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     f.engine.shutdown().await;
 }
 

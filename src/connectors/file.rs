@@ -13,9 +13,13 @@
 //!
 //! **Sink.** Writes each message to `path/NAME` through a hidden temp file and
 //! a rename, so readers never see half a file; or appends it as one JSON line
-//! (`append: true`).
+//! (`append: true`). A delivery is confirmed only once its bytes are in the
+//! kernel (with `fsync`, on disk): all file I/O is plain `std::fs` on the
+//! blocking pool, awaited to the end, because `tokio::fs::File::write_all`
+//! returns before its background write has run.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,10 +30,9 @@ use globset::{Glob, GlobMatcher};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Location;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::{DeliveryError, Sink, Source, SourceContext, SourceError};
+use super::{DeliveryError, Resources, Sink, Source, SourceContext, SourceError};
 use crate::config::{BuildContext, ConfigError, HumanDuration};
 use crate::message::{Body, FailureKind, Message, Outcome, outcome_of};
 use crate::template::Template;
@@ -73,6 +76,28 @@ impl Drop for Claim {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&self.path);
         }
+    }
+}
+
+/// One lock per file that `append` sinks write to, shared by every route and
+/// route version, so two sinks on one file never interleave and a new version
+/// never looks at the file's end while an old one is writing it.
+#[derive(Default, Clone)]
+pub struct FileAppends {
+    files: Arc<Mutex<HashMap<PathBuf, AppendLock>>>,
+}
+
+/// Held while appending; `true` once this run checked the file for a torn end.
+type AppendLock = Arc<Mutex<bool>>;
+
+impl FileAppends {
+    fn lock_for(&self, path: &Path) -> AppendLock {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() > 64 {
+            // Forget files no sink is writing (yesterday's `{date}` log).
+            files.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        files.entry(path.to_path_buf()).or_default().clone()
     }
 }
 
@@ -324,13 +349,8 @@ impl FileSource {
         let result = match &d {
             Disposition::Done => move_into(path, &self.dir.join(".done"), &name).await,
             Disposition::Error(reason) => {
-                let r = move_into(path, &self.dir.join(".error"), &name).await;
-                if let Ok(target) = &r {
-                    let mut reason_file = target.clone().into_os_string();
-                    reason_file.push(".reason");
-                    if let Err(e) = tokio::fs::write(&reason_file, format!("{reason}\n")).await {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot write .reason file");
-                    }
+                let r = move_to_error(path, &self.dir.join(".error"), &name, reason).await;
+                if r.is_ok() {
                     tracing::warn!(route = %ctx.route_id, file = %path.display(), error = %reason, "file moved to .error");
                 }
                 r
@@ -378,17 +398,59 @@ async fn read_message(ctx: &SourceContext, path: &Path) -> std::io::Result<Messa
 
 /// Move `path` into `dir`, adding a timestamp suffix if the name is taken.
 async fn move_into(path: &Path, dir: &Path, name: &std::ffi::OsStr) -> std::io::Result<PathBuf> {
-    let mut target = dir.join(name);
-    if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-        let mut n = name.to_os_string();
-        n.push(format!(
-            ".{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")
-        ));
-        target = dir.join(n);
+    let (path, dir, name) = (path.to_path_buf(), dir.to_path_buf(), name.to_os_string());
+    blocking(move || {
+        let target = free_name(&dir, &name);
+        std::fs::rename(&path, &target)?;
+        Ok(target)
+    })
+    .await
+}
+
+/// Move a failed file into `.error/` with its `NAME.reason` beside it. The
+/// reason is complete (written to a temp file, renamed) before the original
+/// moves, so whoever sees the file in `.error/` can read why at once.
+async fn move_to_error(
+    path: &Path,
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    reason: &str,
+) -> std::io::Result<PathBuf> {
+    let (path, dir, name) = (path.to_path_buf(), dir.to_path_buf(), name.to_os_string());
+    let text = format!("{reason}\n");
+    blocking(move || {
+        let target = free_name(&dir, &name);
+        let mut reason_file = target.clone().into_os_string();
+        reason_file.push(".reason");
+        let reason_file = PathBuf::from(reason_file);
+        let tmp = dir.join(format!(".{}.reason.tmp", uuid::Uuid::now_v7()));
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &reason_file));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            // The move matters more than its note: a file left in place would be read again.
+            tracing::warn!(file = %path.display(), error = %e, "cannot write .reason file");
+        }
+        if let Err(e) = std::fs::rename(&path, &target) {
+            let _ = std::fs::remove_file(&reason_file);
+            return Err(e);
+        }
+        Ok(target)
+    })
+    .await
+}
+
+/// `dir/name`, or `dir/name.TIMESTAMP` if that is taken.
+fn free_name(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    let target = dir.join(name);
+    if !target.exists() {
+        return target;
     }
-    tokio::fs::rename(path, &target).await?;
-    Ok(target)
+    let mut n = name.to_os_string();
+    n.push(format!(
+        ".{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")
+    ));
+    dir.join(n)
 }
 
 // ---------------------------------------------------------------- sink
@@ -430,7 +492,7 @@ impl FileSinkConfig {
             name,
             append: self.append,
             fsync: self.fsync,
-            append_lock: tokio::sync::Mutex::new(()),
+            appends: std::sync::OnceLock::new(),
             created: tokio::sync::OnceCell::new(),
         })
     }
@@ -441,8 +503,8 @@ pub struct FileSink {
     name: Option<Template>,
     append: bool,
     fsync: bool,
-    /// Appends from concurrent workers must not interleave.
-    append_lock: tokio::sync::Mutex<()>,
+    /// The shared per-file append locks, taken from the resources at start.
+    appends: std::sync::OnceLock<FileAppends>,
     created: tokio::sync::OnceCell<()>,
 }
 
@@ -480,52 +542,115 @@ impl FileSink {
         }
     }
 
-    async fn write_atomic(&self, target: &Path, data: &[u8]) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(
-            ".{}.{}.tmp",
-            uuid::Uuid::now_v7(),
-            std::process::id()
-        ));
-        let result = async {
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            f.write_all(data).await?;
-            if self.fsync {
-                f.sync_all().await?;
+    /// Write `data` to a hidden temp file, then rename it to `target`. Runs on
+    /// the blocking pool with plain `std::fs`, so when this returns the bytes
+    /// are in the kernel (and, with `fsync`, on disk) and the rename came
+    /// strictly after them: a reader or a `kill -9` never finds half a file.
+    async fn write_atomic(&self, target: PathBuf, data: Bytes) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let fsync = self.fsync;
+        blocking(move || {
+            let tmp = dir.join(format!(
+                ".{}.{}.tmp",
+                uuid::Uuid::now_v7(),
+                std::process::id()
+            ));
+            let result = (|| {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&data)?;
+                if fsync {
+                    f.sync_all()?;
+                }
+                drop(f);
+                std::fs::rename(&tmp, &target)?;
+                if fsync {
+                    sync_dir(&dir)?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            drop(f);
-            tokio::fs::rename(&tmp, target).await?;
-            if self.fsync {
-                tokio::fs::File::open(&self.dir).await?.sync_all().await?;
-            }
-            Ok(())
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+            result
+        })
+        .await
     }
 
-    async fn append_line(&self, target: &Path, data: &[u8]) -> std::io::Result<()> {
-        let _guard = self.append_lock.lock().await;
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(target)
-            .await?;
-        let mut line = Vec::with_capacity(data.len() + 1);
-        line.extend_from_slice(data);
-        line.push(b'\n');
-        f.write_all(&line).await?;
-        if self.fsync {
-            f.sync_data().await?;
-        }
-        Ok(())
+    /// Append `data` and a newline to `target` in one `write` on the blocking
+    /// pool. The file's lock is taken inside the blocking task, so a caller
+    /// that gives up (a sink timeout) cannot let the next append interleave
+    /// with a write still running.
+    async fn append_line(&self, target: PathBuf, data: Bytes) -> std::io::Result<()> {
+        let lock = self
+            .appends
+            .get()
+            .ok_or_else(|| std::io::Error::other("file sink used before its route started"))?
+            .lock_for(&target);
+        let fsync = self.fsync;
+        blocking(move || {
+            let mut checked = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&target)?;
+            let mut line = Vec::with_capacity(data.len() + 2);
+            // A crash during an earlier run's write can leave a torn last line;
+            // end it so this message starts a line of its own.
+            if !*checked {
+                if !ends_with_newline_or_empty(&f)? {
+                    line.push(b'\n');
+                }
+                *checked = true;
+            }
+            line.extend_from_slice(&data);
+            line.push(b'\n');
+            let result = f.write_all(&line).and_then(|()| match fsync {
+                true => f.sync_data(),
+                false => Ok(()),
+            });
+            if result.is_err() {
+                // A failed write may have left part of the line: check again next time.
+                *checked = false;
+            }
+            result
+        })
+        .await
     }
+}
+
+/// Run blocking file I/O on tokio's blocking pool and wait for it to finish.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("file writer task failed: {e}")))?
+}
+
+/// fsync a folder, so a rename or a new file in it survives a power loss.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn ends_with_newline_or_empty(f: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 #[async_trait]
 impl Sink for FileSink {
+    async fn start(&self, resources: &Arc<Resources>) -> Result<(), String> {
+        let _ = self.appends.set(resources.file_appends.clone());
+        Ok(())
+    }
+
     async fn deliver(&self, msg: &Message) -> Result<(), DeliveryError> {
         self.created
             .get_or_try_init(|| tokio::fs::create_dir_all(&self.dir))
@@ -535,14 +660,17 @@ impl Sink for FileSink {
             })?;
         let target = self.dir.join(self.file_name(msg));
         let result = if self.append {
-            let mut data = msg.body.to_bytes().to_vec();
+            let mut data = msg.body.to_bytes();
             // One message per line: a raw body's own newlines would split it.
-            if matches!(msg.body, Body::Bytes(_)) {
-                data.retain(|b| *b != b'\n' && *b != b'\r');
+            if matches!(msg.body, Body::Bytes(_)) && data.iter().any(|b| matches!(b, b'\n' | b'\r'))
+            {
+                let mut v = data.to_vec();
+                v.retain(|b| *b != b'\n' && *b != b'\r');
+                data = Bytes::from(v);
             }
-            self.append_line(&target, &data).await
+            self.append_line(target.clone(), data).await
         } else {
-            self.write_atomic(&target, &msg.body.to_bytes()).await
+            self.write_atomic(target.clone(), msg.body.to_bytes()).await
         };
         result.map_err(|e| {
             let text = format!("cannot write {}: {e}", target.display());

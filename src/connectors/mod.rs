@@ -283,6 +283,7 @@ pub struct Resources {
     pub tcp: tcp::server::TcpServers,
     pub tcp_clients: tcp::TcpConnections,
     pub files: file::FileClaims,
+    pub file_appends: file::FileAppends,
     #[cfg(feature = "amqp")]
     pub amqp: amqp::AmqpConnections,
     #[cfg(feature = "nats")]
@@ -305,6 +306,7 @@ impl Resources {
             tcp: Default::default(),
             tcp_clients: Default::default(),
             files: Default::default(),
+            file_appends: Default::default(),
             #[cfg(feature = "amqp")]
             amqp: Default::default(),
             #[cfg(feature = "nats")]
