@@ -23,6 +23,15 @@ use common::{Ferry, Flaky};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
+/// Run a test's body with an overall deadline: a hang anywhere (start,
+/// shutdown, a broker call) fails the test naming it instead of hanging the
+/// suite; dropping the body kills any private server it started.
+async fn within(test: &str, deadline: Duration, body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(deadline, body).await.is_err() {
+        panic!("{test}: not done after {deadline:?}");
+    }
+}
+
 fn never(_: u64) -> bool {
     false
 }
@@ -71,6 +80,7 @@ async fn numsub(c: &mut redis::aio::MultiplexedConnection, channel: &str) -> usi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed() {
+    within("redis_channel_source_gets_only_what_is_published_while_it_is_subscribed", Duration::from_secs(120), async {
     if !services::available(REDIS) {
         return;
     }
@@ -101,10 +111,13 @@ async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed
         downstream.accepted(),
         5..55,
     );
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_pattern_source_gets_every_matching_channel() {
+    within("redis_channel_pattern_source_gets_every_matching_channel", Duration::from_secs(120), async {
     if !services::available(REDIS) {
         return;
     }
@@ -129,10 +142,13 @@ async fn redis_channel_pattern_source_gets_every_matching_channel() {
     downstream.wait_for(30, Duration::from_secs(30)).await;
     ferry.engine.shutdown().await;
     assert_each_once("every matching channel", downstream.accepted(), 0..30);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_message_delivered() {
+    within("redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_message_delivered", Duration::from_secs(120), async {
     if !services::available(REDIS) {
         return;
     }
@@ -189,6 +205,8 @@ async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_messa
     );
     assert_eq!(numsub(&mut c, &channel).await, 0);
     ferry.engine.shutdown().await;
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- MQTT QoS 0
@@ -239,6 +257,7 @@ async fn mqtt_client(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
+    within("mqtt_qos0_source_and_sink_carry_messages_at_qos_0", Duration::from_secs(120), async {
     use rumqttc::QoS;
     if !services::available(MQTT) {
         return;
@@ -270,10 +289,13 @@ async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
     }
     ferry.engine.shutdown().await;
     assert_each_once("QoS 0 through Ferry", ns, 0..100);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_a_failed_qos0_message_is_lost_alone_and_the_next_ones_arrive() {
+    within("mqtt_a_failed_qos0_message_is_lost_alone_and_the_next_ones_arrive", Duration::from_secs(120), async {
     use rumqttc::QoS;
     if !services::available(MQTT) {
         return;
@@ -310,6 +332,8 @@ async fn mqtt_a_failed_qos0_message_is_lost_alone_and_the_next_ones_arrive() {
         downstream.accepted(),
         1..=20,
     );
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- NATS queue groups
@@ -357,33 +381,47 @@ async fn two_instances_on(subject: &str, group: Option<&str>, total: u64) -> [Ve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_in_one_queue_group_share_the_messages_each_once() {
-    if !services::available(NATS) {
-        return;
-    }
-    let subject = unique("ferry.qg");
-    let [a, b] = two_instances_on(&subject, Some("workers"), 200).await;
-    eprintln!("queue group split: {} + {}", a.len(), b.len());
-    // Random spread: each gets ~100; fewer than 20 has odds below 1e-30.
-    assert!(
-        a.len() >= 20 && b.len() >= 20,
-        "both work: {} + {}",
-        a.len(),
-        b.len()
-    );
-    let both: BTreeSet<&u64> = a.iter().filter(|n| b.contains(n)).collect();
-    assert!(both.is_empty(), "handled by both instances: {both:?}");
-    assert_each_once("the group as a whole", [a, b].concat(), 0..200);
+    within(
+        "nats_instances_in_one_queue_group_share_the_messages_each_once",
+        Duration::from_secs(120),
+        async {
+            if !services::available(NATS) {
+                return;
+            }
+            let subject = unique("ferry.qg");
+            let [a, b] = two_instances_on(&subject, Some("workers"), 200).await;
+            eprintln!("queue group split: {} + {}", a.len(), b.len());
+            // Random spread: each gets ~100; fewer than 20 has odds below 1e-30.
+            assert!(
+                a.len() >= 20 && b.len() >= 20,
+                "both work: {} + {}",
+                a.len(),
+                b.len()
+            );
+            let both: BTreeSet<&u64> = a.iter().filter(|n| b.contains(n)).collect();
+            assert!(both.is_empty(), "handled by both instances: {both:?}");
+            assert_each_once("the group as a whole", [a, b].concat(), 0..200);
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_without_a_queue_group_each_get_every_message() {
-    if !services::available(NATS) {
-        return;
-    }
-    let subject = unique("ferry.fanout");
-    let [a, b] = two_instances_on(&subject, None, 200).await;
-    assert_each_once("first instance", a, 0..200);
-    assert_each_once("second instance", b, 0..200);
+    within(
+        "nats_instances_without_a_queue_group_each_get_every_message",
+        Duration::from_secs(120),
+        async {
+            if !services::available(NATS) {
+                return;
+            }
+            let subject = unique("ferry.fanout");
+            let [a, b] = two_instances_on(&subject, None, 200).await;
+            assert_each_once("first instance", a, 0..200);
+            assert_each_once("second instance", b, 0..200);
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- PostgreSQL LISTEN
@@ -398,6 +436,7 @@ async fn pg_client() -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_notify_wakes_the_source_long_before_its_poll_interval() {
+    within("postgres_notify_wakes_the_source_long_before_its_poll_interval", Duration::from_secs(120), async {
     if !services::available(POSTGRES) {
         return;
     }
@@ -453,4 +492,6 @@ async fn postgres_notify_wakes_the_source_long_before_its_poll_interval() {
     c.batch_execute(&format!("DROP TABLE {t}; DROP FUNCTION {t}_new();"))
         .await
         .unwrap();
+    })
+    .await
 }

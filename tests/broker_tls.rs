@@ -14,6 +14,15 @@ use common::private::{Postgres, Rabbit};
 use common::services::{self, TestCa};
 use common::{Ferry, Flaky};
 
+/// Run a test's body with an overall deadline: a hang anywhere (start,
+/// shutdown, a broker call) fails the test naming it instead of hanging the
+/// suite; dropping the body kills any private server it started.
+async fn within(test: &str, deadline: Duration, body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(deadline, body).await.is_err() {
+        panic!("{test}: not done after {deadline:?}");
+    }
+}
+
 /// Start routes on connector `private` that must not start; the one reason,
 /// which must come within a few seconds (not a hang) and not leak `secret`.
 async fn start_error(route: &str, connector: &str, secret: &str) -> String {
@@ -48,6 +57,7 @@ fn amqps_url(rabbit: &Rabbit) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
+    within("amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways", Duration::from_secs(240), async {
     let Some(ca) = TestCa::generate() else { return };
     let Some(rabbit) = Rabbit::start_tls(&ca) else {
         return;
@@ -95,24 +105,33 @@ async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
         "each once\n{}",
         rabbit.log()
     );
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
-    let Some(ca) = TestCa::generate() else { return };
-    let Some(rabbit) = Rabbit::start_tls(&ca) else {
-        return;
-    };
-    let route = "from:\n  amqp: { connector: private, queue: q }\n";
-    // The system's roots, then a CA that did not sign the server's certificate.
-    for tls in [
-        String::new(),
-        format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
-    ] {
-        let connector = format!("kind: amqp\nurl: {}\n{tls}\n", amqps_url(&rabbit));
-        let e = start_error(route, &connector, "guest:guest").await;
-        assert_names_the_fix(&tls, &e);
-    }
+    within(
+        "amqp_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error",
+        Duration::from_secs(240),
+        async {
+            let Some(ca) = TestCa::generate() else { return };
+            let Some(rabbit) = Rabbit::start_tls(&ca) else {
+                return;
+            };
+            let route = "from:\n  amqp: { connector: private, queue: q }\n";
+            // The system's roots, then a CA that did not sign the server's certificate.
+            for tls in [
+                String::new(),
+                format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
+            ] {
+                let connector = format!("kind: amqp\nurl: {}\n{tls}\n", amqps_url(&rabbit));
+                let e = start_error(route, &connector, "guest:guest").await;
+                assert_names_the_fix(&tls, &e);
+            }
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- PostgreSQL
@@ -141,6 +160,7 @@ async fn pg_client(ca: &TestCa, port: u16) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls() {
+    within("postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls", Duration::from_secs(240), async {
     let Some(ca) = TestCa::generate() else { return };
     let Some(pg) = Postgres::start_tls(&ca) else {
         return;
@@ -193,10 +213,13 @@ async fn postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(got, (0..20).collect::<Vec<i32>>(), "{}", pg.log());
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    within("postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error", Duration::from_secs(240), async {
     let Some(ca) = TestCa::generate() else { return };
     let Some(pg) = Postgres::start_tls(&ca) else {
         return;
@@ -217,4 +240,6 @@ async fn postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_
         let e = start_error(route, &connector, "hunter2").await;
         assert_names_the_fix(&format!("{url} {tls}"), &e);
     }
+    })
+    .await
 }

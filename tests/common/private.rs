@@ -239,25 +239,16 @@ impl Postgres {
             cmd
         };
         let data = d.join("data");
-        let out = as_owner(bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "--no-instructions",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut initdb = as_owner(bin.join("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "--no-instructions",
+        ]);
+        run_within(initdb, &d.join("initdb.log"), Duration::from_secs(60));
         // TCP only with TLS: a plain connection is refused by pg_hba.conf.
         std::fs::write(
             data.join("pg_hba.conf"),
@@ -284,7 +275,7 @@ impl Postgres {
         let isready = bin.join("pg_isready");
         server.wait_ready(Duration::from_secs(60), || {
             Command::new(&isready)
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-q", "-t", "2", "-h", "127.0.0.1", "-p", &port.to_string()])
                 .status()
                 .is_ok_and(|s| s.success())
         });
@@ -295,6 +286,34 @@ impl Postgres {
     pub fn log(&self) -> String {
         self.server.log()
     }
+}
+
+/// Run `cmd` to its end, output to `log`; fails the test (after killing it)
+/// if it fails or is still running after `deadline`.
+fn run_within(mut cmd: Command, log: &Path, deadline: Duration) {
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = cmd
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {deadline:?}, killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{cmd:?} failed ({status}):\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// `id ARGS` as a number (None if `id` fails, e.g. an unknown user).
