@@ -14,12 +14,15 @@ use common::private::{Postgres, Rabbit};
 use common::services::{self, TestCa};
 use common::{Ferry, Flaky};
 
-/// Run a test's body with an overall deadline: a hang anywhere (start,
-/// shutdown, a broker call) fails the test naming it instead of hanging the
-/// suite; dropping the body kills any private server it started.
-async fn within(test: &str, deadline: Duration, body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(deadline, body).await.is_err() {
-        panic!("{test}: not done after {deadline:?}");
+/// How long one test may take in all.
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// Run a test's body with an overall deadline: a hang anywhere (starting a private server, the
+/// engine's start or shutdown, a broker call) fails the test instead of
+/// hanging the suite, and dropping the body kills any server it started.
+async fn within(body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(DEADLINE, body).await.is_err() {
+        panic!("the test was not done after {DEADLINE:?}");
     }
 }
 
@@ -57,80 +60,76 @@ fn amqps_url(rabbit: &Rabbit) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
-    within("amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways", Duration::from_secs(240), async {
-    let Some(ca) = TestCa::generate() else { return };
-    let Some(rabbit) = Rabbit::start_tls(&ca) else {
-        return;
-    };
-    ferry::install_crypto_provider();
-    let downstream = Flaky::start(|_| false, |_| false).await;
-    // HTTP → AMQPS sink → queue → AMQPS source → HTTP: the node has no plain
-    // listener, so both directions went over TLS.
-    let connector = format!(
-        "kind: amqp\nurl: {}\ntls:\n  ca_file: {}\ndeclare:\n  queues: [{{ name: tls_q }}]\n",
-        amqps_url(&rabbit),
-        ca.ca_cert.display()
-    );
-    let into =
-        "from:\n  http: { path: /in }\nto:\n  - amqp: { connector: private, routing_key: tls_q }\n";
-    let out = format!(
-        "from:\n  amqp: {{ connector: private, queue: tls_q }}\nto:\n  - http: {{ url: \"{}\" }}\n",
-        downstream.url()
-    );
-    let ferry = Ferry::start_with_connectors(
-        &[("into.yaml", into), ("out.yaml", &out)],
-        &[("private.yaml", &connector)],
-    )
-    .await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    for n in 0..20u64 {
-        let r = http
-            .post(ferry.url("/in"))
-            .json(&serde_json::json!({ "n": n }))
-            .send()
-            .await
+    within(async {
+        let Some(ca) = TestCa::generate() else { return };
+        let Some(rabbit) = Rabbit::start_tls(&ca) else {
+            return;
+        };
+        ferry::install_crypto_provider();
+        let downstream = Flaky::start(|_| false, |_| false).await;
+        // HTTP → AMQPS sink → queue → AMQPS source → HTTP: the node has no plain
+        // listener, so both directions went over TLS.
+        let connector = format!(
+            "kind: amqp\nurl: {}\ntls:\n  ca_file: {}\ndeclare:\n  queues: [{{ name: tls_q }}]\n",
+            amqps_url(&rabbit),
+            ca.ca_cert.display()
+        );
+        let into =
+            "from:\n  http: { path: /in }\nto:\n  - amqp: { connector: private, routing_key: tls_q }\n";
+        let out = format!(
+            "from:\n  amqp: {{ connector: private, queue: tls_q }}\nto:\n  - http: {{ url: \"{}\" }}\n",
+            downstream.url()
+        );
+        let ferry = Ferry::start_with_connectors(
+            &[("into.yaml", into), ("out.yaml", &out)],
+            &[("private.yaml", &connector)],
+        )
+        .await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
             .unwrap();
-        assert_eq!(r.status(), 200, "message {n}: {:?}", r.text().await);
-    }
-    downstream.wait_for(20, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
-    let mut got = downstream.accepted();
-    got.sort();
-    assert_eq!(
-        got,
-        (0..20).collect::<Vec<u64>>(),
-        "each once\n{}",
-        rabbit.log()
-    );
+        for n in 0..20u64 {
+            let r = http
+                .post(ferry.url("/in"))
+                .json(&serde_json::json!({ "n": n }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "message {n}: {:?}", r.text().await);
+        }
+        downstream.wait_for(20, Duration::from_secs(60)).await;
+        ferry.engine.shutdown().await;
+        let mut got = downstream.accepted();
+        got.sort();
+        assert_eq!(
+            got,
+            (0..20).collect::<Vec<u64>>(),
+            "each once\n{}",
+            rabbit.log()
+        );
     })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
-    within(
-        "amqp_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error",
-        Duration::from_secs(240),
-        async {
-            let Some(ca) = TestCa::generate() else { return };
-            let Some(rabbit) = Rabbit::start_tls(&ca) else {
-                return;
-            };
-            let route = "from:\n  amqp: { connector: private, queue: q }\n";
-            // The system's roots, then a CA that did not sign the server's certificate.
-            for tls in [
-                String::new(),
-                format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
-            ] {
-                let connector = format!("kind: amqp\nurl: {}\n{tls}\n", amqps_url(&rabbit));
-                let e = start_error(route, &connector, "guest:guest").await;
-                assert_names_the_fix(&tls, &e);
-            }
-        },
-    )
+    within(async {
+        let Some(ca) = TestCa::generate() else { return };
+        let Some(rabbit) = Rabbit::start_tls(&ca) else {
+            return;
+        };
+        let route = "from:\n  amqp: { connector: private, queue: q }\n";
+        // The system's roots, then a CA that did not sign the server's certificate.
+        for tls in [
+            String::new(),
+            format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
+        ] {
+            let connector = format!("kind: amqp\nurl: {}\n{tls}\n", amqps_url(&rabbit));
+            let e = start_error(route, &connector, "guest:guest").await;
+            assert_names_the_fix(&tls, &e);
+        }
+    })
     .await
 }
 
@@ -160,86 +159,86 @@ async fn pg_client(ca: &TestCa, port: u16) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls() {
-    within("postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls", Duration::from_secs(240), async {
-    let Some(ca) = TestCa::generate() else { return };
-    let Some(pg) = Postgres::start_tls(&ca) else {
-        return;
-    };
-    let c = pg_client(&ca, pg.port).await;
-    c.batch_execute(
-        "CREATE TABLE outbox (id bigserial PRIMARY KEY, n int NOT NULL, sent_at timestamptz);
-         INSERT INTO outbox (n) SELECT i FROM generate_series(0, 19) AS i;
-         CREATE TABLE received (n int PRIMARY KEY);",
-    )
-    .await
-    .unwrap();
-    // Source and sink both on the TLS connector.
-    let connector = format!(
-        "kind: postgres\nurl: postgres://postgres@127.0.0.1:{}/postgres\ntls:\n  ca_file: {}\n",
-        pg.port,
-        ca.ca_cert.display()
-    );
-    let route = "from:\n  postgres:\n    connector: private\n    query: SELECT id, n FROM outbox WHERE sent_at IS NULL ORDER BY id\n    key: id\n    mark: UPDATE outbox SET sent_at = now() WHERE id = $1\n    interval: 100ms\nto:\n  - postgres: { connector: private, table: received, columns: { n: \"{body.n}\" } }\n";
-    let ferry =
-        Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", &connector)]).await;
-    let unmarked = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
-    services::wait_until("every outbox row marked", Duration::from_secs(60), || {
-        let q = c.query_one(unmarked, &[]);
-        async move { (q.await.ok()?.get::<_, i64>(0) == 0).then_some(()) }
-    })
-    .await;
-    // The server's own view: Ferry's connections are encrypted (a plain one
-    // could not have logged in, pg_hba.conf has only `hostssl`).
-    let ferry_conns: Vec<bool> = c
-        .query(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ferry'",
-            &[],
+    within(async {
+        let Some(ca) = TestCa::generate() else { return };
+        let Some(pg) = Postgres::start_tls(&ca) else {
+            return;
+        };
+        let c = pg_client(&ca, pg.port).await;
+        c.batch_execute(
+            "CREATE TABLE outbox (id bigserial PRIMARY KEY, n int NOT NULL, sent_at timestamptz);
+             INSERT INTO outbox (n) SELECT i FROM generate_series(0, 19) AS i;
+             CREATE TABLE received (n int PRIMARY KEY);",
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    ferry.engine.shutdown().await;
-    assert!(
-        !ferry_conns.is_empty() && ferry_conns.iter().all(|ssl| *ssl),
-        "Ferry's connections and whether each uses TLS: {ferry_conns:?}"
-    );
-    let got: Vec<i32> = c
-        .query("SELECT n FROM received ORDER BY n", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(got, (0..20).collect::<Vec<i32>>(), "{}", pg.log());
+        .unwrap();
+        // Source and sink both on the TLS connector.
+        let connector = format!(
+            "kind: postgres\nurl: postgres://postgres@127.0.0.1:{}/postgres\ntls:\n  ca_file: {}\n",
+            pg.port,
+            ca.ca_cert.display()
+        );
+        let route = "from:\n  postgres:\n    connector: private\n    query: SELECT id, n FROM outbox WHERE sent_at IS NULL ORDER BY id\n    key: id\n    mark: UPDATE outbox SET sent_at = now() WHERE id = $1\n    interval: 100ms\nto:\n  - postgres: { connector: private, table: received, columns: { n: \"{body.n}\" } }\n";
+        let ferry =
+            Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", &connector)]).await;
+        let unmarked = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
+        services::wait_until("every outbox row marked", Duration::from_secs(60), || {
+            let q = c.query_one(unmarked, &[]);
+            async move { (q.await.ok()?.get::<_, i64>(0) == 0).then_some(()) }
+        })
+        .await;
+        // The server's own view: Ferry's connections are encrypted (a plain one
+        // could not have logged in, pg_hba.conf has only `hostssl`).
+        let ferry_conns: Vec<bool> = c
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ferry'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ferry.engine.shutdown().await;
+        assert!(
+            !ferry_conns.is_empty() && ferry_conns.iter().all(|ssl| *ssl),
+            "Ferry's connections and whether each uses TLS: {ferry_conns:?}"
+        );
+        let got: Vec<i32> = c
+            .query("SELECT n FROM received ORDER BY n", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, (0..20).collect::<Vec<i32>>(), "{}", pg.log());
     })
     .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
-    within("postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error", Duration::from_secs(240), async {
-    let Some(ca) = TestCa::generate() else { return };
-    let Some(pg) = Postgres::start_tls(&ca) else {
-        return;
-    };
-    let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/postgres", pg.port);
-    let route = "from:\n  postgres: { connector: private, query: SELECT 1 AS id, key: id, mark: SELECT $1::int }\n";
-    // The system's roots (both spellings that turn TLS on), then a CA that
-    // did not sign the server's certificate.
-    for (url, tls) in [
-        (url.clone(), "tls: { enabled: true }".to_string()),
-        (format!("{url}?sslmode=require"), String::new()),
-        (
-            url.clone(),
-            format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
-        ),
-    ] {
-        let connector = format!("kind: postgres\nurl: {url}\n{tls}\n");
-        let e = start_error(route, &connector, "hunter2").await;
-        assert_names_the_fix(&format!("{url} {tls}"), &e);
-    }
+    within(async {
+        let Some(ca) = TestCa::generate() else { return };
+        let Some(pg) = Postgres::start_tls(&ca) else {
+            return;
+        };
+        let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/postgres", pg.port);
+        let route = "from:\n  postgres: { connector: private, query: SELECT 1 AS id, key: id, mark: SELECT $1::int }\n";
+        // The system's roots (both spellings that turn TLS on), then a CA that
+        // did not sign the server's certificate.
+        for (url, tls) in [
+            (url.clone(), "tls: { enabled: true }".to_string()),
+            (format!("{url}?sslmode=require"), String::new()),
+            (
+                url.clone(),
+                format!("tls: {{ ca_file: {} }}", ca.other_ca_cert.display()),
+            ),
+        ] {
+            let connector = format!("kind: postgres\nurl: {url}\n{tls}\n");
+            let e = start_error(route, &connector, "hunter2").await;
+            assert_names_the_fix(&format!("{url} {tls}"), &e);
+        }
     })
     .await
 }
