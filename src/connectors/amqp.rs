@@ -267,14 +267,15 @@ impl AmqpConnection {
     }
 }
 
-/// Make RabbitMQ's terse refusals say what to fix.
+/// Make RabbitMQ's terse refusals (and rustls's certificate errors) say
+/// what to fix.
 fn explain_connect_error(e: String) -> String {
     if e.contains("ACCESS_REFUSED") || e.contains("access refused") || e.contains("403") {
         format!("{e} (wrong user or password in the url?)")
     } else if e.contains("NOT_ALLOWED") || e.contains("vhost") {
         format!("{e} (does the vhost exist, and may this user use it?)")
     } else {
-        e
+        super::broker::explain_certificate(e)
     }
 }
 

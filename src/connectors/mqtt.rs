@@ -7,7 +7,8 @@
 //! `retry_delay`, then reconnects with the same client id and
 //! `clean_session: false`, and the broker delivers the message again (with
 //! the other unacknowledged ones: duplicates, never a loss). QoS 0 messages
-//! are fire and forget: a failure loses them. QoS 2 is not offered: with
+//! are fire and forget: a failure loses that message alone (the source does
+//! not reconnect for it, which would lose those sent meanwhile). QoS 2 is not offered: with
 //! manual acks rumqttc would send PUBREC only, which does not make exactly-once
 //! hold end to end.
 //!
@@ -407,6 +408,11 @@ impl MqttSource {
                     if let Err(e) = client.ack(&p).await {
                         tracing::debug!(route = %route, error = %e, "mqtt: PUBACK not sent (session gone); the broker resends the message");
                     }
+                } else if p.qos == QoS::AtMostOnce {
+                    // The broker keeps no QoS 0 message for a session that is
+                    // away: reconnecting would not bring this one back, and
+                    // would lose those published meanwhile.
+                    tracing::warn!(route = %route, error = %failure_text(&outcome), "mqtt QoS 0: message failed and cannot be redelivered");
                 } else {
                     tracing::debug!(route = %route, error = %failure_text(&outcome), "mqtt: message failed; not acknowledged");
                     let _ = failed.try_send(());

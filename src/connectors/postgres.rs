@@ -122,20 +122,42 @@ impl Settings {
         let wants_tls = self.tls.is_set() || matches!(config.get_ssl_mode(), SslMode::Require);
         let what = format!("cannot connect to postgres {}", self.shown());
         let timeout = self.connect_timeout + Duration::from_secs(1);
+        // tokio-postgres's Display stops at "db error" / "error performing TLS
+        // handshake"; the reason (role, certificate) is in its source.
         if wants_tls {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
                 self.tls.rustls_config().map_err(|e| e.to_string())?,
             );
-            let (client, conn) = with_timeout(timeout, &what, config.connect(tls)).await?;
+            let connecting = async { config.connect(tls).await.map_err(|e| with_causes(&e)) };
+            let (client, conn) = with_timeout(timeout, &what, connecting)
+                .await
+                .map_err(super::broker::explain_certificate)?;
             spawn_connection(conn, notify);
             Ok(client)
         } else {
-            let (client, conn) =
-                with_timeout(timeout, &what, config.connect(tokio_postgres::NoTls)).await?;
+            let connecting = async {
+                config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| with_causes(&e))
+            };
+            let (client, conn) = with_timeout(timeout, &what, connecting).await?;
             spawn_connection(conn, notify);
             Ok(client)
         }
     }
+}
+
+/// An error with its chain of causes, `outer: inner: …`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// Drive a connection: its messages (NOTIFY) go to `notify`.
