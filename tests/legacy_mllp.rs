@@ -1,7 +1,9 @@
 //! End-to-end: HL7 v2 over MLLP from a real TCP client. The corpus messages
 //! (as stored and with LF rewritten to CR) become JSON files and each gets an
 //! ACK carrying its own control id; failures get AE/AR; broken and hostile
-//! inputs get a quick NAK and never stop the listener.
+//! inputs get a NAK and never stop the listener. The expected ACK code and
+//! reason of each broken or fuzzed corpus file is pinned by file name, so one
+//! fix plus one new failure cannot pass as "the same count".
 
 mod common;
 
@@ -249,47 +251,207 @@ to:
     // An empty frame did not kill the connection: a good message still passes.
     let good = std::fs::read_to_string(corpus("hl7-cdc/examples/CA/002_CA_ORU_R01.hl7")).unwrap();
     let strict_ok = client.send(good.as_bytes()).await;
-    assert!(
-        matches!(msa(&strict_ok).0.as_str(), "AA" | "AE"),
+    assert_eq!(
+        msa(&strict_ok),
+        ("AA".into(), "220220550".into()),
         "{strict_ok:?}"
     );
-    assert!(
-        files_in(&f.path("out")).len() <= 1,
+    // Only the good message was delivered (and the folder is the right one).
+    assert_eq!(
+        files_in(&f.path("out")).len(),
+        1,
         "refused messages must not be delivered"
     );
     f.engine.shutdown().await;
 }
 
+/// What Ferry answers to each nHapi fuzzer input (path under `BadInputs/`):
+/// MSA-1 and a piece of MSA-3. nHapi hung, overflowed its stack or threw on
+/// these; Ferry must refuse each one with the reason that applies to it.
+const NHAPI_BAD_INPUTS: &[(&str, &str, &str)] = &[
+    (
+        "LegacyPipeParser/EncodingNotSupportedException/aoor1",
+        "AR",
+        "empty message",
+    ),
+    (
+        "LegacyPipeParser/EncodingNotSupportedException/nullref1",
+        "AR",
+        ENC4,
+    ),
+    ("LegacyPipeParser/HL7Exception/hang1", "AR", ENC4),
+    ("LegacyPipeParser/HL7Exception/ioor1", "AR", ENC4),
+    ("LegacyPipeParser/HL7Exception/stackoverflow1", "AR", ENC4),
+    ("LegacyPipeParser/HL7Exception/stackoverflow2", "AR", ENC4),
+    ("LegacyPipeParser/HL7Exception/sys1", "AR", ENC4),
+    ("LegacyPipeParser/HL7Exception/sys2", "AR", ENC4),
+    ("LegacyPipeParser/NoException/regex1", "AR", DISTINCT),
+    (
+        "PipeParser/EncodingNotSupportedException/id_000014,sig_02,src_000480+000349,op_splice,rep_32",
+        "AR",
+        NO_MSH,
+    ),
+    (
+        "PipeParser/EncodingNotSupportedException/id_000213,sig_02,src_001353+000130,op_splice,rep_8",
+        "AR",
+        NO_MSH,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000001,sig_02,src_000000,op_havoc,rep_16",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000029,sig_02,src_000167+001027,op_splice,rep_8",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000042,sig_02,src_000334+000148,op_splice,rep_4",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000055,sig_02,src_000959+000226,op_splice,rep_16",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000064,sig_02,src_000051+000380,op_splice,rep_16",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000087,sig_02,src_000967+001832,op_splice,rep_2",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000092,sig_02,src_001582+001861,op_splice,rep_16",
+        "AE",
+        "segment 3: `00` is not a segment name",
+    ),
+    (
+        "PipeParser/HL7Exception/id_000099,sig_02,src_004226+004602,op_splice,rep_4",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000118,sig_02,src_001039+002153,op_splice,rep_16",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000119,sig_02,src_001911,op_havoc,rep_64",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000123,sig_02,src_000372+002313,op_splice,rep_8",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000125,sig_02,src_004230+004691,op_splice,rep_16",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000149,sig_02,src_004338+004594,op_splice,rep_4",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000151,sig_02,src_001351,op_havoc,rep_2",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000160,sig_02,src_004804+004815,op_splice,rep_8",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000172,sig_02,src_001146+002011,op_splice,rep_16",
+        "AR",
+        ENC4,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000176,sig_02,src_002656+002699,op_splice,rep_32",
+        "AR",
+        DISTINCT,
+    ),
+    (
+        "PipeParser/HL7Exception/id_000205,sig_02,src_001449,op_havoc,rep_2",
+        "AR",
+        DISTINCT,
+    ),
+    ("PipeParser/HL7Exception/so", "AR", DISTINCT),
+    ("PipeParser/HL7Exception/so2", "AR", DISTINCT),
+    ("PipeParser/HL7Exception/so3", "AR", DISTINCT),
+    ("PipeParser/HL7Exception/so4", "AR", DISTINCT),
+    ("PipeParser/HL7Exception/so5", "AR", DISTINCT),
+    (
+        "PipeParser/NoException/id_000109,sig_02,src_001098+002192,op_splice,rep_4",
+        "AE",
+        "segment 4: `  ` is not a segment name",
+    ),
+    (
+        "PipeParser/NoException/id_000146,sig_02,src_000682+002159,op_splice,rep_4",
+        "AR",
+        "required field MSH-10 (control id) is empty",
+    ),
+    (
+        "PipeParser/NoException/id_000168,sig_02,src_002426+002144,op_splice,rep_8",
+        "AR",
+        DISTINCT,
+    ),
+];
+const ENC4: &str = "MSH-2 must hold 4 encoding characters";
+const DISTINCT: &str = "must be distinct and not letters, digits or spaces";
+const NO_MSH: &str = "message does not start with an MSH segment";
+
 #[tokio::test]
-async fn fuzzed_inputs_get_a_quick_answer_and_never_stop_the_listener() {
+async fn each_nhapi_fuzzer_input_gets_its_exact_nak_and_the_listener_survives() {
     let f = Ferry::start(&[("feed.yaml", FEED)]).await;
     let addr = tcp_addr(&f, "feed").await;
-    let bad = files_under(&corpus("hl7-nhapi/tests/NHapi.NUnit/TestData/BadInputs"));
-    assert!(
-        bad.len() >= 30,
-        "expected nHapi BadInputs, found {}",
-        bad.len()
-    );
-    let mut codes = BTreeMap::new();
-    for path in &bad {
-        let bytes = std::fs::read(path).unwrap();
+    let dir = corpus("hl7-nhapi/tests/NHapi.NUnit/TestData/BadInputs");
+    let found: Vec<String> = files_under(&dir)
+        .iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+        .collect();
+    let listed: Vec<String> = NHAPI_BAD_INPUTS
+        .iter()
+        .map(|(name, _, _)| name.to_string())
+        .collect();
+    assert_eq!(found, listed, "the nHapi BadInputs folder changed");
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, code, why) in NHAPI_BAD_INPUTS {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
         let mut client = Client::connect(addr).await;
         let ack = client.send(&bytes).await;
-        let (code, _) = msa(&ack);
-        assert!(
-            matches!(code.as_str(), "AA" | "AE" | "AR"),
-            "{}: {ack:?}",
-            path.display()
+        let (got, _) = msa(&ack);
+        assert_eq!(
+            (got.as_str(), ack.contains(why)),
+            (*code, true),
+            "{name}: {ack:?}"
         );
-        *codes.entry(code).or_insert(0) += 1;
+        *codes.entry(got).or_default() += 1;
     }
-    eprintln!("nHapi BadInputs: {codes:?}");
+    // The figure in docs/legacy.md.
+    let want: BTreeMap<String, usize> = [("AE".to_string(), 2), ("AR".to_string(), 35)].into();
+    assert_eq!(codes, want);
     assert!(
-        codes.get("AA").copied().unwrap_or(0) < bad.len(),
-        "most fuzzed inputs must be refused"
+        files_in(&f.path("out")).is_empty(),
+        "AR never enters the route and AE is a failure: nothing may be written"
     );
     let mut client = Client::connect(addr).await;
     let good = std::fs::read_to_string(corpus("hl7/ORU-R01-01.hl7")).unwrap();
     assert_eq!(msa(&client.send(good.as_bytes()).await).0, "AA");
+    assert_eq!(
+        files_in(&f.path("out")).len(),
+        1,
+        "the good message is written"
+    );
     f.engine.shutdown().await;
 }

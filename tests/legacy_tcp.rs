@@ -1,6 +1,10 @@
 //! End-to-end: real TCP clients against `tcp` sources in every framing,
 //! request/reply ordering, limits (frame size, idle, connections), TLS, and
 //! the `tcp` sink and `tcp_call` step against real TCP servers.
+//!
+//! The framing tests write requests and check replies as literal wire bytes
+//! (`WIRES`), in both directions (Ferry as server and as client), so a bug
+//! that Ferry's encoder and decoder share cannot pass.
 
 mod common;
 
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{Ferry, closed_port, eventually};
-use ferry::codec::framing::{ByteSeq, Delimited, Endian, FrameCodec, Framing, LengthPrefixed};
+use ferry::codec::framing::{Endian, FrameCodec, Framing, LengthPrefixed};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,78 +81,284 @@ fn echo_route(framing_yaml: &str, extra: &str) -> String {
     )
 }
 
+/// One framing written out by hand: the route's YAML and the literal bytes
+/// around an 8-byte payload, as a request and as Ferry's reply. Written
+/// without Ferry's codec, so a symmetric bug (wrong byte order, a header that
+/// counts itself or not) cannot pass both ways.
+struct Wire {
+    name: &'static str,
+    yaml: &'static str,
+    before: &'static [u8],
+    after: &'static [u8],
+    /// What Ferry writes after a reply, when it differs from `after`.
+    reply_after: Option<&'static [u8]>,
+}
+
+/// Every framing and every length-header option, for payloads of 8 bytes.
+const WIRES: &[Wire] = &[
+    Wire {
+        name: "lines",
+        yaml: "lines",
+        before: b"",
+        after: b"\n",
+        reply_after: None,
+    },
+    // A CRLF request is accepted; the reply ends with LF.
+    Wire {
+        name: "lines_crlf_in",
+        yaml: "lines",
+        before: b"",
+        after: b"\r\n",
+        reply_after: Some(b"\n"),
+    },
+    Wire {
+        name: "crlf",
+        yaml: "lines_crlf",
+        before: b"",
+        after: b"\n",
+        reply_after: Some(b"\r\n"),
+    },
+    Wire {
+        name: "len4be",
+        yaml: "{ length_prefixed: { bytes: 4 } }",
+        before: b"\x00\x00\x00\x08",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len4be_incl",
+        yaml: "{ length_prefixed: { bytes: 4, includes_header: true } }",
+        before: b"\x00\x00\x00\x0c",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len4le",
+        yaml: "{ length_prefixed: { bytes: 4, endian: little } }",
+        before: b"\x08\x00\x00\x00",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len4le_incl",
+        yaml: "{ length_prefixed: { bytes: 4, endian: little, includes_header: true } }",
+        before: b"\x0c\x00\x00\x00",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len2be",
+        yaml: "{ length_prefixed: { bytes: 2, endian: big } }",
+        before: b"\x00\x08",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len2be_incl",
+        yaml: "{ length_prefixed: { bytes: 2, includes_header: true } }",
+        before: b"\x00\x0a",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len2le",
+        yaml: "{ length_prefixed: { bytes: 2, endian: little } }",
+        before: b"\x08\x00",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len2le_incl",
+        yaml: "{ length_prefixed: { bytes: 2, endian: little, includes_header: true } }",
+        before: b"\x0a\x00",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len1",
+        yaml: "{ length_prefixed: { bytes: 1 } }",
+        before: b"\x08",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len1_incl",
+        yaml: "{ length_prefixed: { bytes: 1, includes_header: true } }",
+        before: b"\x09",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "len1le",
+        yaml: "{ length_prefixed: { bytes: 1, endian: little } }",
+        before: b"\x08",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "stx",
+        yaml: "{ delimited: { start: [0x02], end: '\\x03' } }",
+        before: b"\x02",
+        after: b"\x03",
+        reply_after: None,
+    },
+    Wire {
+        name: "end_only",
+        yaml: "{ delimited: { end: [0x1c, 0x1c] } }",
+        before: b"",
+        after: b"\x1c\x1c",
+        reply_after: None,
+    },
+    Wire {
+        name: "two_byte_markers",
+        yaml: "{ delimited: { start: '<<', end: '>>\\r\\n' } }",
+        before: b"<<",
+        after: b">>\r\n",
+        reply_after: None,
+    },
+    Wire {
+        name: "fixed",
+        yaml: "{ fixed: 8 }",
+        before: b"",
+        after: b"",
+        reply_after: None,
+    },
+    Wire {
+        name: "mllp",
+        yaml: "mllp",
+        before: b"\x0b",
+        after: b"\x1c\x0d",
+        reply_after: None,
+    },
+];
+
+impl Wire {
+    fn request(&self, payload: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            payload.len(),
+            8,
+            "the literal headers are for 8-byte payloads"
+        );
+        [self.before, payload, self.after].concat()
+    }
+
+    fn reply(&self, payload: &[u8]) -> Vec<u8> {
+        assert_eq!(
+            payload.len(),
+            8,
+            "the literal headers are for 8-byte payloads"
+        );
+        [self.before, payload, self.reply_after.unwrap_or(self.after)].concat()
+    }
+}
+
+/// Read exactly `n` bytes (within the deadline).
+async fn read_exactly(stream: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {n} bytes within the deadline"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    buf
+}
+
 #[tokio::test]
-async fn every_framing_answers_frames_split_across_writes_and_batched_in_one_write() {
-    let cases: Vec<(&str, &str, Framing)> = vec![
-        ("lines", "lines", Framing::Lines),
-        ("crlf", "lines_crlf", Framing::LinesCrlf),
-        (
-            "len4",
-            "{ length_prefixed: { bytes: 4 } }",
-            Framing::LengthPrefixed(LengthPrefixed {
-                bytes: 4,
-                endian: Endian::Big,
-                includes_header: false,
-            }),
-        ),
-        (
-            "len2le",
-            "{ length_prefixed: { bytes: 2, endian: little, includes_header: true } }",
-            Framing::LengthPrefixed(LengthPrefixed {
-                bytes: 2,
-                endian: Endian::Little,
-                includes_header: true,
-            }),
-        ),
-        (
-            "len1",
-            "{ length_prefixed: { bytes: 1 } }",
-            Framing::LengthPrefixed(LengthPrefixed {
-                bytes: 1,
-                endian: Endian::Big,
-                includes_header: false,
-            }),
-        ),
-        (
-            "stx",
-            "{ delimited: { start: [0x02], end: '\\x03' } }",
-            Framing::Delimited(Delimited {
-                start: ByteSeq(vec![2]),
-                end: ByteSeq(vec![3]),
-            }),
-        ),
-        ("fixed", "{ fixed: 8 }", Framing::Fixed(8)),
-        ("mllp", "mllp", Framing::Mllp),
-    ];
-    let routes: Vec<(String, String)> = cases
+async fn every_framing_reads_and_writes_the_literal_wire_bytes_in_any_chunking() {
+    let routes: Vec<(String, String)> = WIRES
         .iter()
-        .map(|(name, yaml, _)| (format!("{name}.yaml"), echo_route(yaml, "")))
+        .map(|w| (format!("{}.yaml", w.name), echo_route(w.yaml, "")))
         .collect();
     let refs: Vec<(&str, &str)> = routes
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let f = Ferry::start(&refs).await;
-    for (name, _, framing) in &cases {
+    for w in WIRES {
         let payloads: Vec<Vec<u8>> = (0..6)
             .map(|i| format!("frame-{i:02}").into_bytes())
             .collect();
-        let mut s = TcpStream::connect(addr(&f, name).await).await.unwrap();
+        let mut s = TcpStream::connect(addr(&f, w.name).await).await.unwrap();
         // Three frames in one write…
-        let batch: Vec<u8> = payloads[..3]
-            .iter()
-            .flat_map(|p| encode(framing, p))
-            .collect();
+        let batch: Vec<u8> = payloads[..3].iter().flat_map(|p| w.request(p)).collect();
         s.write_all(&batch).await.unwrap();
         // …then three more, one byte per write.
         for p in &payloads[3..] {
-            for b in encode(framing, p) {
+            for b in w.request(p) {
                 s.write_all(&[b]).await.unwrap();
                 s.flush().await.unwrap();
             }
         }
-        let replies = read_frames(&mut s, framing, 6).await;
-        assert_eq!(replies, payloads, "framing {name}");
+        let expected: Vec<u8> = payloads.iter().flat_map(|p| w.reply(p)).collect();
+        let got = read_exactly(&mut s, expected.len(), w.name).await;
+        assert_eq!(got, expected, "framing {}: replies on the wire", w.name);
+    }
+    f.engine.shutdown().await;
+}
+
+/// A server that expects exactly `request` on each connection and answers
+/// `reply`, both literal bytes; returns what it received, for the assertion.
+async fn literal_backend(
+    request_len: usize,
+    reply: Vec<u8>,
+) -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut got = vec![0u8; request_len];
+            if s.read_exact(&mut got).await.is_err() {
+                continue;
+            }
+            let _ = tx.send(got).await;
+            let _ = s.write_all(&reply).await;
+        }
+    });
+    (a, rx)
+}
+
+#[tokio::test]
+async fn tcp_call_writes_and_reads_the_literal_wire_bytes_of_every_framing() {
+    let mut backends = Vec::new();
+    let mut routes = Vec::new();
+    for w in WIRES {
+        // Ferry is the client here: its request is framed as its replies are.
+        let sent = w.reply(b"question");
+        let (backend, rx) = literal_backend(sent.len(), w.request(b"answer!!")).await;
+        routes.push((
+            format!("{}.yaml", w.name),
+            format!(
+                "from:\n  http: {{ path: /{} }}\nsteps:\n  - tcp_call: {{ connect: \"{backend}\", framing: {}, reply: any, timeout: 5s }}\n",
+                w.name, w.yaml
+            ),
+        ));
+        backends.push((w.name, sent, rx));
+    }
+    let refs: Vec<(&str, &str)> = routes
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let f = Ferry::start(&refs).await;
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    for (name, sent, mut rx) in backends {
+        let r = client
+            .post(f.url(&format!("/{name}")))
+            .body("question")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "answer!!"),
+            "{name}"
+        );
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("the backend saw the request")
+            .expect("backend running");
+        assert_eq!(got, sent, "{name}: request on the wire");
     }
     f.engine.shutdown().await;
 }
@@ -324,7 +534,7 @@ async fn the_sink_reconnects_when_the_peer_closed_a_pooled_connection() {
         "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"{backend}\", reply: any, pool: 1, timeout: 5s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
     );
     let f = Ferry::start(&[("send.yaml", &route)]).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     for i in 0..3 {
         let r = client
             .post(f.url("/send"))
@@ -345,7 +555,10 @@ async fn an_unreachable_endpoint_is_a_retryable_failure() {
         "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"127.0.0.1:{port}\", timeout: 2s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
     );
     let f = Ferry::start(&[("send.yaml", &route)]).await;
-    let r = reqwest::Client::new()
+    let r = reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .unwrap()
         .post(f.url("/send"))
         .body("x")
         .send()
@@ -536,7 +749,7 @@ async fn counting_backend(framing: Framing) -> (SocketAddr, Arc<std::sync::atomi
 /// Send `n` messages at once through the http route and `n` pipelined frames
 /// through the tcp route; every one must come back answered by the backend.
 async fn exercise_both_routes(f: &Ferry, n: usize) {
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     let posts = (0..n).map(|i| {
         let req = client.post(f.url("/send")).body(format!("s{i}")).send();
         async move { req.await.unwrap().status() }

@@ -583,6 +583,69 @@ mod tests {
         assert!(r[0].as_ref().unwrap_err().contains("less than the header"));
     }
 
+    /// Literal wire bytes for every framing and option, written out by hand
+    /// (not produced by the encoder), checked in both directions.
+    #[test]
+    fn every_framing_encodes_and_decodes_its_literal_wire_bytes() {
+        let lp = |bytes, endian, includes_header| {
+            Framing::LengthPrefixed(LengthPrefixed {
+                bytes,
+                endian,
+                includes_header,
+            })
+        };
+        let delimited = |start: &[u8], end: &[u8]| {
+            Framing::Delimited(Delimited {
+                start: ByteSeq(start.to_vec()),
+                end: ByteSeq(end.to_vec()),
+            })
+        };
+        let payload = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123"; // 30 bytes = 0x1e
+        let cases: Vec<(Framing, &[u8], &[u8])> = vec![
+            (lp(1, Endian::Big, false), b"\x1e", b""),
+            (lp(1, Endian::Little, false), b"\x1e", b""),
+            (lp(1, Endian::Big, true), b"\x1f", b""),
+            (lp(1, Endian::Little, true), b"\x1f", b""),
+            (lp(2, Endian::Big, false), b"\x00\x1e", b""),
+            (lp(2, Endian::Little, false), b"\x1e\x00", b""),
+            (lp(2, Endian::Big, true), b"\x00\x20", b""),
+            (lp(2, Endian::Little, true), b"\x20\x00", b""),
+            (lp(4, Endian::Big, false), b"\x00\x00\x00\x1e", b""),
+            (lp(4, Endian::Little, false), b"\x1e\x00\x00\x00", b""),
+            (lp(4, Endian::Big, true), b"\x00\x00\x00\x22", b""),
+            (lp(4, Endian::Little, true), b"\x22\x00\x00\x00", b""),
+            (Framing::Lines, b"", b"\n"),
+            (Framing::LinesCrlf, b"", b"\r\n"),
+            (delimited(b"\x02", b"\x03"), b"\x02", b"\x03"),
+            (delimited(b"", b"\x1c\x1c"), b"", b"\x1c\x1c"),
+            (delimited(b"<<", b">>\r\n"), b"<<", b">>\r\n"),
+            (Framing::Fixed(30), b"", b""),
+            (Framing::Mllp, b"\x0b", b"\x1c\x0d"),
+        ];
+        for (f, before, after) in cases {
+            let wire = [before, &payload[..], after].concat();
+            assert_eq!(encode(&f, payload), wire, "{f:?} encodes");
+            assert_eq!(
+                frames(&f, &[&wire]),
+                vec![payload.to_vec()],
+                "{f:?} decodes"
+            );
+        }
+        // Lengths above one byte use every byte of the header: 0x0102 = 258.
+        let long = vec![b'x'; 258];
+        let header: [(Framing, &[u8]); 4] = [
+            (lp(2, Endian::Big, false), b"\x01\x02"),
+            (lp(2, Endian::Little, false), b"\x02\x01"),
+            (lp(4, Endian::Big, false), b"\x00\x00\x01\x02"),
+            (lp(4, Endian::Little, false), b"\x02\x01\x00\x00"),
+        ];
+        for (f, h) in header {
+            let wire = [h, &long[..]].concat();
+            assert_eq!(encode(&f, &long), wire, "{f:?} encodes 258 bytes");
+            assert_eq!(frames(&f, &[&wire]), vec![long.clone()], "{f:?} decodes");
+        }
+    }
+
     #[test]
     fn oversized_frames_fail_before_they_end() {
         let max = 16;
