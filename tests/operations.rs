@@ -781,6 +781,7 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
     const ENCODED: &str = "Pw%401%2Fx%25y";
     let down = Downstream::start(vec![500], Duration::ZERO).await;
     let first = [("routes/up.yaml", "from:\n  http: { path: /up }\n")];
+    let pg_down = common::closed_port();
     let mut ferry = Running::start(
         &first,
         &[],
@@ -788,10 +789,10 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
             ("FERRY_LOG", "debug"),
             ("RAW", SECRET),
             ("ENCODED", ENCODED),
+            ("DOWN_PORT", &pg_down.to_string()),
         ],
     )
     .await;
-    let pg_down = common::closed_port();
     let connectors = [
         // URL forms with the password percent-encoded, as a URL needs it…
         (
@@ -868,6 +869,10 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
             "from:\n  http: { path: /mqtt }\nto:\n  - mqtt: { connector: plant, topic: ferry/secret }\n",
         ),
         (
+            "routes/basic-auth.yaml",
+            "from:\n  http: { path: /basic-auth }\nto:\n  - http: { url: \"http://ferry:${ENCODED}@127.0.0.1:${DOWN_PORT}/x\" }\nerrors:\n  retry: { attempts: 1 }\n",
+        ),
+        (
             "routes/api.yaml",
             "from:\n  http: { path: /api }\nto:\n  - http: { connector: api, path: /in }\nerrors:\n  retry: { attempts: 1 }\n  dead_letter: { queue: { name: dead } }\n",
         ),
@@ -907,11 +912,15 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
     }
     // A message through the connector with secret headers: the downstream
     // refuses it, the error goes to the client, the log and a dead letter.
-    for path in ["/api", "/nats", "/mqtt"] {
+    for path in ["/api", "/nats", "/mqtt", "/basic-auth"] {
         let (_, text) = ferry.post(ferry.url(path), "{\"n\":1}").await;
         answers.push_str(&text);
     }
     assert_eq!(down.hits(), 1, "the api route reached its downstream");
+    assert!(
+        answers.contains("http://ferry:***@127.0.0.1"),
+        "the basic-auth sink's failure shows its masked URL: {answers}"
+    );
     let (_, dead) = ferry
         .get(ferry.admin_url("/admin/queues/dead/messages"))
         .await;
