@@ -264,12 +264,15 @@ async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow:
         );
     }
     let shutdown = CancellationToken::new();
+    // The admin endpoint outlives the drain, so `/ready` can answer 503 while
+    // routes finish their messages.
+    let admin_stop = CancellationToken::new();
     let readiness = Readiness::default();
     ferry::admin::serve(
         admin_listen,
         engine.clone(),
         readiness.clone(),
-        shutdown.clone(),
+        admin_stop.clone(),
     )
     .await
     .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
@@ -296,6 +299,7 @@ async fn run(dirs: ConfigDirs, admin_listen: SocketAddr, watch: bool) -> anyhow:
     tracing::info!("stopping: no new input; finishing messages in flight");
     shutdown.cancel();
     engine.shutdown().await;
+    admin_stop.cancel();
     tracing::info!("stopped");
     Ok(())
 }

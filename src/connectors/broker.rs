@@ -303,19 +303,65 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "ferry".into())
 }
 
-/// Hide the password of a URL for logs and errors.
+/// Hide the password of a URL (or of a PostgreSQL `key=value` string) for
+/// logs and errors.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
+        return redact_password_keyword(url);
+    };
+    // A password typed unencoded may hold `@`, `/` or `%`: the user info ends
+    // at the last `@` before the query. This can hide a host whose path holds
+    // an `@`, which is the safe way to be wrong.
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
         return url.to_string();
     };
-    let (auth, host) = match rest.split_once('@') {
-        Some((a, h)) if !a.contains('/') => (a, h),
-        _ => return url.to_string(),
-    };
+    let (auth, host) = (&rest[..at], &rest[at + 1..]);
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => format!("{scheme}://{auth}@{host}"),
     }
+}
+
+/// `host=h password=secret user=u` → `host=h password=*** user=u`; a quoted
+/// value (`password='a b'`, with `\'` escapes) is hidden whole.
+fn redact_password_keyword(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find("password") {
+        let after = &rest[pos + "password".len()..];
+        let value = after.trim_start();
+        let Some(value) = value.strip_prefix('=') else {
+            out.push_str(&rest[..pos + "password".len()]);
+            rest = after;
+            continue;
+        };
+        out.push_str(&rest[..pos]);
+        out.push_str("password=***");
+        let value = value.trim_start();
+        let len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            1 + end
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        rest = &value[len.min(value.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -329,6 +375,24 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("redis://127.0.0.1/0"), "redis://127.0.0.1/0");
+        // Unencoded `@`, `/` and `%` in the password.
+        assert_eq!(
+            redact_url("amqp://u:p@1/x%y@127.0.0.1:5672/%2f"),
+            "amqp://u:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("redis://u:p%40s@h:6379/0?x=a@b"),
+            "redis://u:***@h:6379/0?x=a@b"
+        );
+        assert_eq!(
+            redact_url("host=h password='p@ss \\' w' user=u password=x"),
+            "host=h password=*** user=u password=***"
+        );
+        assert_eq!(
+            redact_url("host=h password = s3cret dbname=d"),
+            "host=h password=*** dbname=d"
+        );
+        assert_eq!(redact_url("host=h user=u"), "host=h user=u");
     }
 
     #[test]

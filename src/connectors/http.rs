@@ -562,10 +562,20 @@ impl HttpSinkConfig {
                 ));
             }
         };
+        let shown_raw = super::broker::redact_url(&url);
         let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| ctx.error(loc, format!("http sink: invalid url `{url}`: {e}")))?;
+            .map_err(|e| ctx.error(loc, format!("http sink: invalid url `{shown_raw}`: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ctx.error(loc, format!("http sink: url `{url}` must be http or https")));
+            return Err(ctx.error(
+                loc,
+                format!("http sink: url `{shown_raw}` must be http or https"),
+            ));
+        }
+        // A password in the URL (`https://user:${PW}@host`) never reaches logs,
+        // errors or dead letters: they show this instead.
+        let mut shown = parsed.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
         }
         let method = Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ctx.error(loc, format!("http sink: invalid method `{}`", self.method)))?;
@@ -598,6 +608,7 @@ impl HttpSinkConfig {
         Ok(HttpSink {
             client,
             url: parsed,
+            shown: shown.to_string(),
             method,
             headers,
             forward: self
@@ -612,6 +623,8 @@ impl HttpSinkConfig {
 pub struct HttpSink {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// `url` with its password hidden, for messages.
+    shown: String,
     method: Method,
     headers: HeaderMap,
     forward: Vec<String>,
@@ -648,7 +661,7 @@ impl Sink for HttpSink {
             DeliveryError::retryable(format!(
                 "{} {}: {what}: {}",
                 self.method,
-                self.url,
+                self.shown,
                 error_chain(&e)
             ))
         })?;
@@ -658,7 +671,10 @@ impl Sink for HttpSink {
         }
         let body = resp.text().await.unwrap_or_default();
         let snippet: String = body.chars().take(200).collect();
-        let message = format!("{} {} answered {status}: {snippet}", self.method, self.url);
+        let message = format!(
+            "{} {} answered {status}: {snippet}",
+            self.method, self.shown
+        );
         if status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -670,7 +686,7 @@ impl Sink for HttpSink {
     }
 
     fn describe(&self) -> String {
-        format!("http {} {}", self.method, self.url)
+        format!("http {} {}", self.method, self.shown)
     }
 }
 
