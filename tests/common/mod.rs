@@ -274,7 +274,7 @@ pub fn corpus(rel: &str) -> PathBuf {
 
 /// Files (not folders, not hidden) in `dir`, sorted; `[]` when `dir` does
 /// not exist (so a wrong path looks like "nothing written": pair a negative
-/// check with [`files_in_existing`] or a positive case in the same folder).
+/// check with a positive case in the same folder).
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -290,11 +290,41 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Like [`files_in`], but the folder must exist: a "nothing written" check on a
-/// wrong path fails instead of passing.
-pub fn files_in_existing(dir: &Path) -> Vec<PathBuf> {
-    assert!(dir.is_dir(), "{} is not a folder", dir.display());
+/// The names of [`files_in`] `dir`: compare with the exact list expected, so
+/// that a duplicate, a stray file or a wrong folder fails the check.
+pub fn file_names_in(dir: &Path) -> Vec<String> {
     files_in(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Fail unless `ids` holds each of `expected` exactly once: a loss and a
+/// duplicate both show, as `(id, times seen)`.
+#[track_caller]
+pub fn assert_each_once(
+    what: &str,
+    ids: impl IntoIterator<Item = u64>,
+    expected: std::ops::Range<u64>,
+) {
+    let mut seen = std::collections::BTreeMap::new();
+    for id in ids {
+        *seen.entry(id).or_insert(0usize) += 1;
+    }
+    let wrong: Vec<(u64, usize)> = expected
+        .clone()
+        .map(|id| (id, seen.get(&id).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n != 1)
+        .chain(
+            seen.iter()
+                .filter(|(id, _)| !expected.contains(id))
+                .map(|(id, n)| (*id, *n)),
+        )
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: not exactly once, as (id, times seen): {wrong:?}"
+    );
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
