@@ -164,16 +164,16 @@ fn mosquitto_with_password() -> Option<Private> {
     }
     private_mosquitto(|dir| {
         let file = dir.join("passwords");
-        let out = std::process::Command::new("mosquitto_passwd")
-            .args([
+        let out = common::output_within(
+            std::process::Command::new("mosquitto_passwd").args([
                 "-c",
                 "-b",
                 &file.display().to_string(),
                 "ferry",
                 "right-secret",
-            ])
-            .output()
-            .unwrap();
+            ]),
+            Duration::from_secs(30),
+        );
         assert!(out.status.success(), "mosquitto_passwd: {out:?}");
         format!("allow_anonymous false\npassword_file {}", file.display())
     })

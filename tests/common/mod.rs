@@ -78,7 +78,12 @@ impl Ferry {
                 "route errors: {:?}",
                 report.errors
             );
-            engine.shutdown().await;
+            within(
+                "the engine to shut down after a failed start",
+                Duration::from_secs(60),
+                engine.shutdown(),
+            )
+            .await;
             return Err(report
                 .failed_to_start
                 .into_iter()
