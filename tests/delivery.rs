@@ -222,7 +222,7 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
         rejecting.url()
     );
     let file_route = format!(
-        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 1h }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
+        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 200ms }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
         rejecting.url()
     );
     let queue_route = format!(
@@ -253,6 +253,23 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
     assert_eq!(
         q.messages, 1,
         "the message must stay in the queue for redelivery"
+    );
+    // File source: the file stays where it was and is offered again.
+    let file_body = r#"{"from":"file"}"#;
+    std::fs::write(f.path("in/x.json"), file_body).unwrap();
+    eventually(
+        "the file to be offered twice",
+        Duration::from_secs(20),
+        || {
+            let bodies = rejecting.bodies.lock().unwrap();
+            (bodies.iter().filter(|(_, b)| b == file_body).count() >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(f.path("in/x.json").is_file(), "the file left the inbox");
+    assert!(
+        !f.path("in/.error/x.json").exists() && !f.path("in/.done/x.json").exists(),
+        "a file whose dead letter failed was moved away"
     );
     f.stop().await;
 }

@@ -126,6 +126,18 @@ async fn a_list_is_a_reliable_queue() {
     let left: usize = c.llen(&input).await.unwrap();
     let processing: usize = c.llen(format!("{input}:processing:c1")).await.unwrap();
     assert_eq!((left, processing), (0, 0));
+    // The list sink got every message (at least once: a message whose HTTP
+    // delivery failed is sent to both sinks again).
+    let written: Vec<String> = c.lrange(&output, 0, -1).await.unwrap();
+    let written: std::collections::BTreeSet<u64> = written
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<serde_json::Value>(b).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(written, (0..100).collect(), "the list sink lost messages");
     let _: () = c
         .del(&[&input, &output, &format!("{input}:processing:c1")])
         .await
