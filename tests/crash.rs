@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,7 @@ async fn kill_9_never_loses_an_acknowledged_message_steps() {
     const SENDING: Duration = Duration::from_secs(600);
     let give_up = Instant::now() + SENDING;
     let acked = Arc::new(Mutex::new(HashSet::new()));
+    let done = Arc::new(AtomicBool::new(false));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = format!("http://127.0.0.1:{}/ingest", ferry.http);
     let client = reqwest::Client::builder()
@@ -177,15 +178,20 @@ async fn kill_9_never_loses_an_acknowledged_message_steps() {
             }
         }));
     }
-    let senders = tokio::spawn(async move {
-        for s in senders {
-            s.await.unwrap()?;
-        }
-        Ok::<(), String>(())
-    });
+    let watcher = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut outcome = Ok(());
+            for s in senders {
+                outcome = outcome.and(s.await.unwrap());
+            }
+            done.store(true, Ordering::SeqCst);
+            outcome
+        })
+    };
 
     let mut kills = 0;
-    while !senders.is_finished() || kills < 5 {
+    while !done.load(Ordering::SeqCst) || kills < 5 {
         assert!(
             Instant::now() < give_up + Duration::from_secs(30),
             "after {kills} kill -9s, {} of {TOTAL} messages acknowledged and the senders still running",
@@ -197,7 +203,7 @@ async fn kill_9_never_loses_an_acknowledged_message_steps() {
         tokio::time::sleep(jitter(50, 300)).await;
         ferry.start().await;
     }
-    if let Err(e) = senders.await.unwrap() {
+    if let Err(e) = watcher.await.unwrap() {
         panic!("{e}");
     }
 
