@@ -246,6 +246,12 @@ pub struct QueueInfo {
     pub leased: usize,
 }
 
+/// redb's page cache. Its default (1 GiB) kept every page written in memory,
+/// so a backlog behind a stalled sink grew the process by its own size
+/// (tests/crash.rs `a_stalled_sink_under_load_keeps_memory_bounded`); the
+/// backlog belongs on disk, and the OS page cache serves re-reads.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 impl QueueStore {
     /// Open (or create) the store at `path`. Fails if another process has it open.
     pub fn open(path: &Path, policy: FsyncPolicy) -> Result<QueueStore, StoreError> {
@@ -258,6 +264,7 @@ impl QueueStore {
                 .map_err(|e| err(format!("cannot create folder: {e}")))?;
         }
         let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(|_| {})
             .create(path)
             .map_err(|e| match e {

@@ -28,6 +28,19 @@ async fn kill_and_rerun_then(
     slow: &Flaky,
     publish: impl std::future::Future<Output = ()>,
 ) {
+    common::within(
+        "two ferry runs around a kill -9 to deliver the stream",
+        Duration::from_secs(300),
+        kill_and_rerun_steps(route, slow, publish),
+    )
+    .await
+}
+
+async fn kill_and_rerun_steps(
+    route: String,
+    slow: &Flaky,
+    publish: impl std::future::Future<Output = ()>,
+) {
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path(), &[("routes/r.yaml", route)]);
     let mut first = FerryProcess::start(dir.path());

@@ -47,6 +47,15 @@ const N: u64 = 1500;
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restart_mid_stream_loses_nothing() {
+    common::within(
+        "the stream through a redis restart to be delivered",
+        Duration::from_secs(400),
+        redis_restart_mid_stream_loses_nothing_steps(),
+    )
+    .await
+}
+
+async fn redis_restart_mid_stream_loses_nothing_steps() {
     use redis::AsyncCommands;
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut server) = Private::start("redis-server", |port, dir| {
@@ -102,13 +111,22 @@ async fn redis_restart_mid_stream_loses_nothing() {
         }
     })
     .await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(out, (0..N).collect::<Vec<u64>>());
 }
 
 #[cfg(feature = "nats")]
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_restart_mid_stream_loses_nothing() {
+    common::within(
+        "the stream through a nats restart to be delivered",
+        Duration::from_secs(400),
+        nats_restart_mid_stream_loses_nothing_steps(),
+    )
+    .await
+}
+
+async fn nats_restart_mid_stream_loses_nothing_steps() {
     use async_nats::jetstream::{self, stream};
     use futures_util::StreamExt;
     let _one = ONE_AT_A_TIME.lock().await;
@@ -177,7 +195,7 @@ async fn nats_restart_mid_stream_loses_nothing() {
         let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         seen.insert(v["n"].as_u64().unwrap());
     }
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(seen.len() as u64, N);
 }
 
@@ -189,7 +207,10 @@ struct RabbitGuard;
 #[cfg(feature = "amqp")]
 impl RabbitGuard {
     fn ctl(arg: &str) {
-        let out = Command::new("rabbitmqctl").arg(arg).output().unwrap();
+        let out = common::output_within(
+            Command::new("rabbitmqctl").arg(arg),
+            Duration::from_secs(120),
+        );
         assert!(out.status.success(), "rabbitmqctl {arg}: {out:?}");
     }
 }
@@ -197,10 +218,22 @@ impl RabbitGuard {
 #[cfg(feature = "amqp")]
 impl Drop for RabbitGuard {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+        // Bounded without panicking: this also runs while a test unwinds.
+        let start = Command::new("rabbitmqctl")
+            .arg("start_app")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
         let end = Instant::now() + Duration::from_secs(60);
         while !services::reachable(services::AMQP.1) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Ok(mut c) = start {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -208,6 +241,15 @@ impl Drop for RabbitGuard {
 #[cfg(feature = "amqp")]
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_restart_mid_stream_loses_nothing() {
+    common::within(
+        "the stream through a rabbitmq restart to be delivered",
+        Duration::from_secs(400),
+        rabbitmq_restart_mid_stream_loses_nothing_steps(),
+    )
+    .await
+}
+
+async fn rabbitmq_restart_mid_stream_loses_nothing_steps() {
     use futures_util::StreamExt;
     use lapin::options::*;
     use lapin::types::FieldTable;
@@ -215,11 +257,13 @@ async fn rabbitmq_restart_mid_stream_loses_nothing() {
     if !services::available(services::AMQP) {
         return;
     }
-    if Command::new("rabbitmqctl")
-        .arg("status")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
+    if !services::installed("rabbitmqctl")
+        || !common::output_within(
+            Command::new("rabbitmqctl").arg("status"),
+            Duration::from_secs(60),
+        )
+        .status
+        .success()
     {
         if std::env::var("FERRY_REQUIRE_SERVICES").as_deref() == Ok("1") {
             panic!("rabbitmqctl cannot control the broker, and FERRY_REQUIRE_SERVICES=1");
@@ -302,7 +346,7 @@ async fn rabbitmq_restart_mid_stream_loses_nothing() {
         let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
         seen.insert(v["n"].as_u64().unwrap());
     }
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     for q in [&input, &output] {
         let _ = ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
@@ -314,6 +358,15 @@ async fn rabbitmq_restart_mid_stream_loses_nothing() {
 #[cfg(feature = "mqtt")]
 #[tokio::test(flavor = "multi_thread")]
 async fn mosquitto_restart_mid_stream_loses_nothing() {
+    common::within(
+        "the stream through a mosquitto restart to be delivered",
+        Duration::from_secs(400),
+        mosquitto_restart_mid_stream_loses_nothing_steps(),
+    )
+    .await
+}
+
+async fn mosquitto_restart_mid_stream_loses_nothing_steps() {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(mut server) = Private::start("mosquitto", |port, dir| {
@@ -382,6 +435,6 @@ async fn mosquitto_restart_mid_stream_loses_nothing() {
         server.log()
     );
     let got = slow.wait_for(N as usize, Duration::from_secs(120)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..N).collect::<Vec<u64>>());
 }

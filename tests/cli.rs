@@ -1,17 +1,24 @@
 //! The `ferry` binary: `check` reports every error with file:line:column,
 //! `schema` prints a usable JSON Schema, `run` stops cleanly on SIGTERM after
-//! finishing the request in flight.
+//! finishing the request in flight. Every command runs with a deadline and
+//! every `ferry run` on free ports, so a hang fails with what it waited for.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Downstream;
+use common::{ChildGuard, Downstream};
 
 fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Run a short `ferry` command (check, schema, dead-letters) to completion;
+/// none of them may take a minute.
+fn run(cmd: &mut Command) -> Output {
+    common::output_within(cmd, Duration::from_secs(60))
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -51,11 +58,9 @@ fn check_reports_every_error_with_file_line_column_and_hints() {
         "connectors/shop-api.yaml",
         "kind: http\nbase_url: http://127.0.0.1:1\n",
     );
-    let out = ferry()
+    let out = run(ferry()
         .current_dir(d)
-        .args(["check", "routes", "--connectors", "connectors"])
-        .output()
-        .unwrap();
+        .args(["check", "routes", "--connectors", "connectors"]));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let expect = [
@@ -77,7 +82,7 @@ fn check_reports_every_error_with_file_line_column_and_hints() {
 #[test]
 fn check_passes_on_the_default_routes_and_examples() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = ferry().current_dir(root).arg("check").output().unwrap();
+    let out = run(ferry().current_dir(root).arg("check"));
     assert!(
         out.status.success(),
         "{}",
@@ -87,11 +92,7 @@ fn check_passes_on_the_default_routes_and_examples() {
         if !ex.path().join("routes").is_dir() {
             continue;
         }
-        let out = ferry()
-            .current_dir(ex.path())
-            .arg("check")
-            .output()
-            .unwrap();
+        let out = run(ferry().current_dir(ex.path()).arg("check"));
         assert!(
             out.status.success(),
             "{}: {}",
@@ -103,7 +104,7 @@ fn check_passes_on_the_default_routes_and_examples() {
 
 #[test]
 fn schema_describes_routes_and_connectors() {
-    let out = ferry().args(["schema"]).output().unwrap();
+    let out = run(ferry().args(["schema"]));
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let props = &schema["properties"];
@@ -125,7 +126,7 @@ fn schema_describes_routes_and_connectors() {
     ] {
         assert!(text.contains(&format!("\"{kind}\"")), "schema lacks {kind}");
     }
-    let out = ferry().args(["schema", "connector"]).output().unwrap();
+    let out = run(ferry().args(["schema", "connector"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("base_url"));
     // `kind: tcp` with its connection settings (and nothing route-specific).
@@ -150,9 +151,18 @@ fn schema_describes_routes_and_connectors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    common::within(
+        "ferry run to finish the in-flight request and exit on SIGTERM",
+        Duration::from_secs(120),
+        sigterm_test(),
+    )
+    .await
+}
+
+async fn sigterm_test() {
     let slow = Downstream::start(vec![200], Duration::from_millis(1500)).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = common::closed_port();
+    let (port, admin) = (common::closed_port(), common::closed_port());
     write(
         dir.path(),
         "routes/slow.yaml",
@@ -161,22 +171,19 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
             slow.url()
         ),
     );
-    let mut child = ferry()
-        .current_dir(dir.path())
-        .args(["run", "--http-listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        "ferry run",
+        common::ferry_run(dir.path(), port, admin).spawn().unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}/slow");
     let end = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < end, "ferry did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    ferry::install_crypto_provider();
+    let client = common::http_client();
     let req = tokio::spawn(async move {
-        reqwest::Client::new()
+        client
             .post(url)
             .body("{}")
             .send()
@@ -188,26 +195,31 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         assert!(Instant::now() < end, "request never reached downstream");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    child.signal("TERM");
     assert_eq!(
         req.await.unwrap().unwrap(),
         200,
         "in-flight request must complete"
     );
-    let status = child.wait().unwrap();
+    let status = common::wait_within(
+        child.child(),
+        "ferry run to exit after SIGTERM",
+        Duration::from_secs(30),
+    );
     assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_command_lists_replays_and_purges_through_a_running_ferry_and_offline() {
-    ferry::install_crypto_provider();
+    common::within(
+        "the dead-letters commands against a running and a stopped ferry",
+        Duration::from_secs(180),
+        dead_letters_test(),
+    )
+    .await
+}
+
+async fn dead_letters_test() {
     let dir = tempfile::tempdir().unwrap();
     let (http, admin, down) = (
         common::closed_port(),
@@ -227,20 +239,15 @@ async fn dead_letters_command_lists_replays_and_purges_through_a_running_ferry_a
         ),
     );
     let admin_addr = format!("127.0.0.1:{admin}");
-    let mut child = ferry()
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "--http-listen",
-            &format!("127.0.0.1:{http}"),
-            "--admin-listen",
-            &admin_addr,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let c = reqwest::Client::new();
+    let mut child = ChildGuard::new(
+        "ferry run",
+        common::ferry_run(dir.path(), http, admin)
+            // The failing sink is the point here: its warnings are noise.
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let c = common::http_client();
     let end = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
         assert!(Instant::now() < end, "ferry did not start");
@@ -261,7 +268,7 @@ async fn dead_letters_command_lists_replays_and_purges_through_a_running_ferry_a
             .arg("dead-letters")
             .args(args)
             .args(["--admin", &admin_addr]);
-        let out = cmd.output().unwrap();
+        let out = run(&mut cmd);
         (
             out.status.success(),
             format!(
@@ -294,14 +301,7 @@ async fn dead_letters_command_lists_replays_and_purges_through_a_running_ferry_a
         "{out}"
     );
     // Offline, on the store itself.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.stop(Duration::from_secs(30)).code(), Some(0));
     let (ok, out) = dl(&["queues"]);
     assert!(ok, "{out}");
     assert!(

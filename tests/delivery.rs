@@ -11,7 +11,7 @@ use ferry::dead_letters::{self, ReplayRequest};
 use serde_json::Value;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    common::http_client()
 }
 
 async fn post(f: &Ferry, path: &str, body: String) -> u16 {
@@ -31,7 +31,7 @@ async fn http_to_queue_to_file_delivers_every_message() {
         ("in.yaml", "from:\n  http: { path: /in }\nto:\n  - queue: { name: work }\n"),
         (
             "out.yaml",
-            "from:\n  queue: { name: work }\nconcurrency: 8\nto:\n  - file: { path: \"{dir}/out\", name: \"{header.x-n}.json\" }\n",
+            "from:\n  queue: { name: work }\nconcurrency: 8\nto:\n  - file: { path: \"{dir}/out\", name: \"{header.x-n}-{uuid}.json\" }\n",
         ),
     ])
     .await;
@@ -45,19 +45,23 @@ async fn http_to_queue_to_file_delivers_every_message() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let out = eventually("100 files", Duration::from_secs(10), || {
-        let v = files_in(&f.path("out"));
-        (v.len() == 100).then_some(v)
-    })
-    .await;
-    let first: Value = serde_json::from_slice(&std::fs::read(&out[0]).unwrap()).unwrap();
-    assert!(first["n"].is_u64());
+    // Every delivery writes a file of its own (`{uuid}`), so a duplicate
+    // shows; once the queue is empty and the engine stopped, none can follow.
     let store = f.engine.resources.queue_store().await.unwrap();
-    eventually("queue drained", Duration::from_secs(5), || {
+    eventually("queue drained", Duration::from_secs(30), || {
         store.queues().iter().all(|q| q.messages == 0).then_some(())
     })
     .await;
-    f.engine.shutdown().await;
+    f.stop().await;
+    let mut ids = Vec::new();
+    for path in files_in(&f.path("out")) {
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let n = v["n"].as_u64().unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
+        ids.push(n);
+    }
+    common::assert_each_once("files written", ids, 0..100);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,7 +96,16 @@ async fn a_sink_down_for_a_while_gets_every_message_once_it_is_back() {
         (got.len() == 20).then_some(())
     })
     .await;
-    f.engine.shutdown().await;
+    let store = f.engine.resources.queue_store().await.unwrap();
+    eventually("queue drained", Duration::from_secs(10), || {
+        store.queues().iter().all(|q| q.messages == 0).then_some(())
+    })
+    .await;
+    f.stop().await;
+    // 30 refusals, then each message accepted once: none sent again after
+    // its 200.
+    let accepted = down.bodies.lock().unwrap().len() - 30;
+    assert_eq!(accepted, 20, "{accepted} accepted requests for 20 messages");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,13 +150,13 @@ async fn a_sink_that_never_comes_back_fills_the_dead_letter_queue_and_replay_del
     let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let app = {
-        let hits = hits.clone();
-        axum::Router::new().fallback(move || {
-            let hits = hits.clone();
+        let bodies = bodies.clone();
+        axum::Router::new().fallback(move |body: String| {
+            let bodies = bodies.clone();
             async move {
-                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                bodies.lock().unwrap().push(body);
                 "ok"
             }
         })
@@ -161,11 +174,24 @@ async fn a_sink_that_never_comes_back_fills_the_dead_letter_queue_and_replay_del
         (10, 0, 0),
         "{r:?}"
     );
-    eventually("10 delivered after replay", Duration::from_secs(10), || {
-        (hits.load(std::sync::atomic::Ordering::SeqCst) == 10).then_some(())
-    })
+    eventually(
+        "the work queue drained after replay",
+        Duration::from_secs(10),
+        || store.queues().iter().all(|q| q.messages == 0).then_some(()),
+    )
     .await;
-    f.engine.shutdown().await;
+    f.stop().await;
+    let ids = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect::<Vec<u64>>();
+    common::assert_each_once("replayed messages at the sink", ids, 0..10);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,7 +210,7 @@ async fn permanent_failure_goes_straight_to_dead_letters_without_retries() {
     assert_eq!(dead[0].headers["ferry-error-kind"], "permanent");
     assert_eq!(dead[0].headers["ferry-attempts"], "1");
     assert_eq!(dead[0].body, "{\"a\":1}");
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,7 +222,7 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
         rejecting.url()
     );
     let file_route = format!(
-        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 1h }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
+        "from:\n  file: {{ path: \"{{dir}}/in\", settle: 10ms, poll_interval: 100ms, retry_interval: 200ms }}\nto:\n  - http: {{ url: \"{}\" }}\nerrors:\n  dead_letter: {{ http: {{ url: \"http://127.0.0.1:{dl_port}/dead\" }} }}\n",
         rejecting.url()
     );
     let queue_route = format!(
@@ -228,7 +254,24 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
         q.messages, 1,
         "the message must stay in the queue for redelivery"
     );
-    f.engine.shutdown().await;
+    // File source: the file stays where it was and is offered again.
+    let file_body = r#"{"from":"file"}"#;
+    std::fs::write(f.path("in/x.json"), file_body).unwrap();
+    eventually(
+        "the file to be offered twice",
+        Duration::from_secs(20),
+        || {
+            let bodies = rejecting.bodies.lock().unwrap();
+            (bodies.iter().filter(|(_, b)| b == file_body).count() >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(f.path("in/x.json").is_file(), "the file left the inbox");
+    assert!(
+        !f.path("in/.error/x.json").exists() && !f.path("in/.done/x.json").exists(),
+        "a file whose dead letter failed was moved away"
+    );
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,5 +302,5 @@ async fn a_saturated_route_answers_503_with_retry_after() {
     }
     // One in a worker, one in the buffer; the rest are turned away.
     assert!(busy >= 3, "only {busy} requests were refused");
-    f.engine.shutdown().await;
+    f.stop().await;
 }

@@ -1,13 +1,13 @@
 //! The demo connectors: `timer` in-process, `stdin` → `stdout` through the real
-//! binary with pipes.
+//! binary with pipes (each line read, and the exit awaited, with a deadline).
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Ferry, eventually, files_in};
+use common::{ChildGuard, Ferry, eventually, files_in};
 
 #[tokio::test]
 async fn timer_emits_count_messages_with_its_headers() {
@@ -35,7 +35,7 @@ to:
     // `count` stops it: no fourth tick.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(files_in(&f.path("out")).len(), 3);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[test]
@@ -48,36 +48,35 @@ fn stdin_lines_come_out_converted_on_stdout() {
     )
     .unwrap();
     let (http, admin) = (common::closed_port(), common::closed_port());
-    let mut child = common::ferry_run(dir.path(), http, admin)
-        .arg("--no-watch")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill the child if an assertion fails, so no process outlives the test.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+    let mut child = ChildGuard::new(
+        "ferry run (stdin → stdout)",
+        common::ferry_run(dir.path(), http, admin)
+            .arg("--no-watch")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.child().stdin.take().unwrap();
+    let stdout = child.child().stdout.take().unwrap();
+    // Read stdout on a thread so that each line is awaited with a deadline.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
         }
-    }
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Reap(child);
+    });
+    let next_line = |what: &str| match lines.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line.unwrap(),
+        Err(e) => panic!("no stdout line for {what} within 30 s ({e})"),
+    };
     writeln!(stdin, "<note><to>Tove</to></note>").unwrap();
     writeln!(stdin, "<note><to>Jani</to></note>").unwrap();
     drop(stdin);
-    let mut lines = BufReader::new(stdout).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "\"Tove\"");
-    assert_eq!(lines.next().unwrap().unwrap(), "\"Jani\"");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+    assert_eq!(next_line("Tove"), "\"Tove\"");
+    assert_eq!(next_line("Jani"), "\"Jani\"");
+    assert_eq!(child.stop(Duration::from_secs(30)).code(), Some(0));
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ferry, eventually, files_in};
+use common::{Ferry, eventually, file_names_in, files_in};
 use serde_json::Value;
 
 const DROP_ROUTE: &str = r#"
@@ -38,7 +38,7 @@ async fn dropped_xml_file_becomes_json_and_moves_to_done() {
     })
     .await;
     assert!(!f.path("in/a.xml").exists());
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -57,8 +57,15 @@ async fn malformed_file_moves_to_error_with_a_reason() {
         "{text:?}"
     );
     assert!(!f.path("in/bad.xml").exists());
-    assert!(files_in(&f.path("out")).is_empty());
-    f.engine.shutdown().await;
+    // A good file after it: the output folder then holds that one alone.
+    std::fs::write(f.path("in/good.xml"), "<a>1</a>").unwrap();
+    let good = f.path("out/good.xml.json");
+    eventually("good.xml.json", Duration::from_secs(10), || {
+        good.exists().then_some(())
+    })
+    .await;
+    assert_eq!(file_names_in(&f.path("out")), ["good.xml.json"]);
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -91,7 +98,7 @@ async fn a_file_seen_in_error_always_has_its_whole_reason_beside_it() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -99,8 +106,15 @@ async fn temp_and_non_matching_files_are_left_alone_until_renamed() {
     let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
     std::fs::write(f.path("in/b.xml.tmp"), "<b>1</b>").unwrap();
     std::fs::write(f.path("in/readme.txt"), "not xml").unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(files_in(&f.path("out")).is_empty());
+    // A matching file written after them: once it is done, the watcher has
+    // seen the other two, and the output folder is the one being checked.
+    std::fs::write(f.path("in/c.xml"), "<c>1</c>").unwrap();
+    let done = f.path("in/.done/c.xml");
+    eventually("c.xml in .done", Duration::from_secs(10), || {
+        done.exists().then_some(())
+    })
+    .await;
+    assert_eq!(file_names_in(&f.path("out")), ["c.xml.json"]);
     std::fs::rename(f.path("in/b.xml.tmp"), f.path("in/b.xml")).unwrap();
     let out = f.path("out/b.xml.json");
     eventually("b.xml.json", Duration::from_secs(10), || {
@@ -108,26 +122,37 @@ async fn temp_and_non_matching_files_are_left_alone_until_renamed() {
     })
     .await;
     assert!(f.path("in/readme.txt").exists());
-    f.engine.shutdown().await;
+    assert_eq!(file_names_in(&f.path("out")), ["b.xml.json", "c.xml.json"]);
+    f.stop().await;
 }
 
 #[tokio::test]
 async fn many_files_are_each_delivered_once() {
-    let f = Ferry::start(&[("drop.yaml", DROP_ROUTE)]).await;
+    // Every delivery gets a file of its own, so a second one is visible.
+    let route = DROP_ROUTE.replace("{header.file.name}.json", "{header.file.name}-{uuid}.json");
+    let f = Ferry::start(&[("drop.yaml", &route)]).await;
     for i in 0..50 {
         std::fs::write(f.path(&format!("in/f{i:03}.xml")), format!("<n>{i}</n>")).unwrap();
     }
-    let out = eventually("50 outputs", Duration::from_secs(20), || {
-        let v = files_in(&f.path("out"));
-        (v.len() >= 50).then_some(v)
-    })
-    .await;
-    assert_eq!(out.len(), 50);
-    eventually("50 in .done", Duration::from_secs(5), || {
+    eventually("50 in .done", Duration::from_secs(30), || {
         (files_in(&f.path("in/.done")).len() == 50).then_some(())
     })
     .await;
-    f.engine.shutdown().await;
+    // Shutdown finishes whatever is still in flight, so a late duplicate
+    // is written before the count.
+    f.stop().await;
+    let mut sources: Vec<String> = file_names_in(&f.path("out"))
+        .iter()
+        .map(|n| {
+            n.split_once(".xml-")
+                .expect("<input>.xml-<uuid>.json")
+                .0
+                .to_string()
+        })
+        .collect();
+    sources.sort();
+    let expected: Vec<String> = (0..50).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(sources, expected, "each input delivered exactly once");
 }
 
 #[tokio::test]
@@ -139,7 +164,7 @@ to:
   - file: { path: "{dir}/out", name: "events-{date}.jsonl", append: true }
 "#;
     let f = Ferry::start(&[("log.yaml", route)]).await;
-    let c = reqwest::Client::new();
+    let c = common::http_client();
     for i in 0..20 {
         let r = c
             .post(f.url("/log"))
@@ -152,13 +177,20 @@ to:
     let files = files_in(&f.path("out"));
     assert_eq!(files.len(), 1);
     let text = std::fs::read_to_string(&files[0]).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 20);
-    for l in lines {
-        let v: Value = serde_json::from_str(l).unwrap();
-        assert_eq!(v["x"], "y");
-    }
-    f.engine.shutdown().await;
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["x"], "y");
+            v["i"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..20).collect::<Vec<u64>>(),
+        "each message once, in order"
+    );
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -170,7 +202,7 @@ to:
   - file: { path: "{dir}/out", name: "{header.x-name}" }
 "#;
     let f = Ferry::start(&[("w.yaml", route)]).await;
-    let r = reqwest::Client::new()
+    let r = common::http_client()
         .post(f.url("/w"))
         .header("x-name", "../../etc/evil")
         .body("x")
@@ -180,7 +212,7 @@ to:
     assert_eq!(r.status(), 200);
     assert!(f.path("out/.._.._etc_evil").is_file());
     assert!(!f.dir.path().join("etc").exists());
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,5 +247,5 @@ async fn a_file_abandoned_at_the_drain_timeout_is_taken_by_the_next_version() {
         || out.exists().then_some(()),
     )
     .await;
-    f.engine.shutdown().await;
+    f.stop().await;
 }

@@ -10,14 +10,6 @@ use std::time::Duration;
 use common::{Ferry, files_in};
 use serde_json::Value;
 
-fn client() -> reqwest::Client {
-    ferry::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 /// A compact JSON body of about `size` bytes carrying `n`.
 fn body(n: usize, size: usize) -> String {
     let pad = "x".repeat(size.saturating_sub(30));
@@ -34,7 +26,7 @@ to:
   - file: { path: "{dir}/out", name: "{header.x-n}.json" }
 "#;
     let f = Ferry::start(&[("w.yaml", route)]).await;
-    let c = client();
+    let c = common::http_client();
     const N: usize = 2_500;
     for n in 0..N {
         let sent = body(n, 20 * 1024);
@@ -59,7 +51,7 @@ to:
         );
     }
     assert_eq!(files_in(&f.path("out")).len(), N);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +64,7 @@ to:
   - file: { path: "{dir}/out", name: log.jsonl, append: true }
 "#;
     let f = Ferry::start(&[("a.yaml", route)]).await;
-    let c = client();
+    let c = common::http_client();
     let log = f.path("out/log.jsonl");
     const N: usize = 3_000;
     let mut expected_len = 0u64;
@@ -99,7 +91,7 @@ to:
         })
         .collect();
     assert_eq!(ns, (0..N as u64).collect::<Vec<_>>());
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -117,7 +109,7 @@ to:
     let mut tasks = Vec::new();
     for conn in 0..CONNS {
         // One client each: a connection of its own, not a shared pool.
-        let c = client();
+        let c = common::http_client();
         let url = f.url("/a");
         tasks.push(tokio::spawn(async move {
             for i in 0..EACH {
@@ -157,7 +149,7 @@ to:
     let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
     assert!(dups.is_empty(), "written more than once: {dups:?}");
     assert_eq!(seen.len(), CONNS * EACH, "lines written");
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -172,7 +164,7 @@ to:
     // What a crash in the middle of an earlier run's write leaves behind.
     std::fs::create_dir_all(f.path("out")).unwrap();
     std::fs::write(f.path("out/log.jsonl"), "{\"n\":0}\n{\"n\":1,\"pa").unwrap();
-    let c = client();
+    let c = common::http_client();
     for n in 2..4 {
         let r = c.post(f.url("/a")).body(body(n, 40)).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -184,7 +176,7 @@ to:
     for (l, n) in lines[2..].iter().zip(2..) {
         assert_eq!(serde_json::from_str::<Value>(l).unwrap()["n"], n);
     }
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 /// The trace line index of the first syscall at or after `from` that matches.
@@ -260,8 +252,8 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
     let child = strace
         .spawn()
         .expect("strace is needed for this test (Debian package strace)");
-    let mut child = KillOnDrop(child);
-    let c = client();
+    let mut child = common::ChildGuard::new("ferry run under strace", child);
+    let c = common::http_client();
     let end = std::time::Instant::now() + Duration::from_secs(60);
     while !c
         .get(format!("http://127.0.0.1:{admin}/ready"))
@@ -285,22 +277,19 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
     assert_eq!(r.status(), 200);
     // Stop ferry (strace's child) with SIGTERM; strace exits after it.
     let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.0.id())).unwrap();
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let ferry_pid: u32 = children
         .split_whitespace()
         .next()
         .expect("strace has no child process")
         .parse()
         .unwrap();
-    sigterm(ferry_pid);
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < end,
-            "ferry under strace did not exit in 20s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &ferry_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {ferry_pid} failed");
+    child.wait(Duration::from_secs(20));
     let lines = join_unfinished(&std::fs::read_to_string(&trace).unwrap());
     let ok = |l: &str| !l.contains("= -1");
 
@@ -342,20 +331,4 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
         reply > sync_dir && reply > sync_log,
         "the 200 (trace line {reply}) went out before the folder fsync ({sync_dir}) or the log fdatasync ({sync_log})"
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// SIGTERM by pid, through the `kill` command as tests/cli.rs does.
-fn sigterm(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
 }

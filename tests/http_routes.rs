@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Downstream, Ferry, closed_port, eventually, files_in};
+use common::{Downstream, Ferry, closed_port, file_names_in, files_in};
 use serde_json::Value;
 
 const ORDERS_ROUTE: &str = r#"
@@ -25,7 +25,7 @@ const BIG_ORDER: &str = r#"<?xml version="1.0"?>
 <order id="A-17"><customer>ACME &amp; Sons</customer><line sku="X1" qty="3"/><total>1250.50</total></order>"#;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    common::http_client()
 }
 
 async fn post(f: &Ferry, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
@@ -56,7 +56,7 @@ async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
     let written = f.path("out/order-A-17.json");
     let on_disk: Value = serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
     assert_eq!(on_disk, reply);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -75,8 +75,11 @@ async fn filtered_message_is_acked_not_delivered() {
             .unwrap()
             .contains("filter")
     );
-    assert!(files_in(&f.path("out")).is_empty());
-    f.engine.shutdown().await;
+    // Only the order that passes the filter lands in the folder, so a wrong
+    // folder cannot pass for "nothing written".
+    assert_eq!(post(&f, "/orders", BIG_ORDER).await.status(), 200);
+    assert_eq!(file_names_in(&f.path("out")), ["order-A-17.json"]);
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -96,7 +99,7 @@ async fn bad_input_gets_400_with_the_reason_and_the_route_keeps_running() {
 
     let ok = post(&f, "/orders", BIG_ORDER).await;
     assert_eq!(ok.status(), 200);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -115,8 +118,12 @@ to:
         futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
     let resp = post(&f, "/small", reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(resp.status(), 413);
-    assert!(files_in(&f.path("out")).is_empty());
-    f.engine.shutdown().await;
+    // A body within the limit is written, and it is the only file there.
+    assert_eq!(post(&f, "/small", "within").await.status(), 200);
+    let files = files_in(&f.path("out"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), "within");
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -127,7 +134,7 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
     let r = client().get(f.url("/orders")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -155,7 +162,7 @@ to:
     assert!(started.elapsed() < Duration::from_secs(5));
     let ok = post(&f, "/loop", r#"{"spin": false}"#).await;
     assert_eq!(ok.status(), 200);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -204,7 +211,7 @@ errors:
             .starts_with("retryable-")
     );
     assert_eq!(std::fs::read_to_string(&dead[0]).unwrap(), r#"{"n":1}"#);
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -243,7 +250,7 @@ async fn downstream_4xx_is_permanent_and_not_retried_5xx_is_retried() {
             .iter()
             .all(|(ct, b)| ct.is_empty() && b == r#"{"a":1}"#)
     );
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -279,7 +286,7 @@ to:
     let files = files_in(&f.path("a"));
     assert_eq!(files.len(), 1);
     assert!(files[0].extension().unwrap() == "xml");
-    f.engine.shutdown().await;
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -289,7 +296,7 @@ from:
   http: { path: /many }
 concurrency: 8
 to:
-  - file: { path: "{dir}/out", name: "{header.x-n}.json" }
+  - file: { path: "{dir}/out", name: "{header.x-n}-{uuid}.json" }
 "#;
     let f = Ferry::start(&[("many.yaml", route)]).await;
     let c = client();
@@ -311,11 +318,16 @@ to:
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    let files = eventually("200 files", Duration::from_secs(5), || {
-        let f = files_in(&f.path("out"));
-        (f.len() == 200).then_some(f)
-    })
-    .await;
-    assert_eq!(files.len(), 200);
-    f.engine.shutdown().await;
+    // Each reply came after its file was written, and every write gets a
+    // file of its own: a second delivery shows up as a second file.
+    let mut ids = Vec::new();
+    for path in files_in(&f.path("out")) {
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let n = v["n"].as_u64().unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
+        ids.push(n);
+    }
+    common::assert_each_once("files written", ids, 0..200);
+    f.stop().await;
 }

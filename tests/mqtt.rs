@@ -57,7 +57,10 @@ async fn client_with(
             }
         }
     });
-    subscribed_rx.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), subscribed_rx)
+        .await
+        .expect("no SubAck from the broker within 30 s")
+        .expect("the MQTT event loop ended before the SubAck");
     (client, rx)
 }
 
@@ -94,7 +97,7 @@ async fn a_thousand_qos1_messages_move_between_topics() {
         let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
         seen.insert(v["n"].as_u64().unwrap());
     }
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(seen.len(), 1000);
 }
 
@@ -118,7 +121,7 @@ async fn failed_messages_come_back_through_the_persistent_session() {
             .unwrap();
     }
     let got = downstream.wait_for(200, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..200).collect::<Vec<u64>>(), "none lost");
 }
 
@@ -161,16 +164,16 @@ fn mosquitto_with_password() -> Option<Private> {
     }
     private_mosquitto(|dir| {
         let file = dir.join("passwords");
-        let out = std::process::Command::new("mosquitto_passwd")
-            .args([
+        let out = common::output_within(
+            std::process::Command::new("mosquitto_passwd").args([
                 "-c",
                 "-b",
                 &file.display().to_string(),
                 "ferry",
                 "right-secret",
-            ])
-            .output()
-            .unwrap();
+            ]),
+            Duration::from_secs(30),
+        );
         assert!(out.status.success(), "mosquitto_passwd: {out:?}");
         format!("allow_anonymous false\npassword_file {}", file.display())
     })
@@ -199,7 +202,7 @@ async fn round_trip_through(opts: impl Fn() -> MqttOptions, connector: &str) {
         let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
         seen.insert(v["n"].as_u64().unwrap());
     }
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(seen, (0..20).collect());
 }
 
@@ -223,6 +226,15 @@ async fn start_error(connector: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_fails_the_start_with_a_clear_error() {
+    common::within(
+        "the test against a private mosquitto",
+        Duration::from_secs(120),
+        a_wrong_password_fails_the_start_with_a_clear_error_steps(),
+    )
+    .await
+}
+
+async fn a_wrong_password_fails_the_start_with_a_clear_error_steps() {
     let Some(server) = mosquitto_with_password() else {
         return;
     };
@@ -242,6 +254,15 @@ async fn a_wrong_password_fails_the_start_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_right_password_carries_a_round_trip() {
+    common::within(
+        "the test against a private mosquitto",
+        Duration::from_secs(120),
+        the_right_password_carries_a_round_trip_steps(),
+    )
+    .await
+}
+
+async fn the_right_password_carries_a_round_trip_steps() {
     let Some(server) = mosquitto_with_password() else {
         return;
     };
@@ -272,6 +293,15 @@ fn private_tls_mosquitto(ca: &TestCa) -> Option<Private> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
+    common::within(
+        "the test against a private mosquitto",
+        Duration::from_secs(120),
+        tls_with_the_ca_file_trusted_carries_a_round_trip_steps(),
+    )
+    .await
+}
+
+async fn tls_with_the_ca_file_trusted_carries_a_round_trip_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_mosquitto(&ca) else {
         return;
@@ -306,6 +336,15 @@ async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    common::within(
+        "the test against a private mosquitto",
+        Duration::from_secs(120),
+        tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps(),
+    )
+    .await
+}
+
+async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_mosquitto(&ca) else {
         return;

@@ -100,7 +100,7 @@ async fn a_thousand_messages_move_between_jetstream_streams() {
     let (cname, ctext) = connector();
     let ferry = Ferry::start_with_connectors(&[("move.yaml", &route)], &[(cname, &ctext)]).await;
     let got = read_stream(&js, &output, 1000).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     let mut ns: Vec<u64> = got.iter().map(|(n, _)| *n).collect();
     ns.sort();
     ns.dedup();
@@ -149,7 +149,7 @@ async fn failed_messages_are_naked_and_redelivered() {
     let (cname, ctext) = connector();
     let ferry = Ferry::start_with_connectors(&[("flaky.yaml", &route)], &[(cname, &ctext)]).await;
     let got = downstream.wait_for(200, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..200).collect::<Vec<u64>>(), "none lost");
     assert_eq!(
         downstream.refused.load(std::sync::atomic::Ordering::SeqCst),
@@ -191,7 +191,7 @@ async fn publishing_to_a_subject_no_stream_captures_fails_the_message() {
     );
     let ferry = Ferry::start(&[("r.yaml", &route)]).await;
     ferry::install_crypto_provider();
-    let r = reqwest::Client::new()
+    let r = common::http_client()
         .post(ferry.url("/in"))
         .body("{}")
         .send()
@@ -203,7 +203,7 @@ async fn publishing_to_a_subject_no_stream_captures_fails_the_message() {
         text.contains("no JetStream stream captures subject"),
         "{text}"
     );
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,7 +229,7 @@ async fn core_subjects_with_a_queue_group_reach_the_route() {
     }
     c.flush().await.unwrap();
     let got = downstream.wait_for(50, Duration::from_secs(30)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got.len(), 50);
 }
 
@@ -257,7 +257,7 @@ async fn round_trip_through(client: async_nats::Client, connector: &str) {
     let ferry =
         Ferry::start_with_connectors(&[("r.yaml", route)], &[("private.yaml", connector)]).await;
     let got = read_stream(&js, "OUT", 20).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     let mut ns: Vec<u64> = got.iter().map(|(n, _)| *n).collect();
     ns.sort();
     ns.dedup();
@@ -284,6 +284,15 @@ async fn start_error(connector: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_fails_the_start_with_an_authorization_violation() {
+    common::within(
+        "the test against a private nats-server",
+        Duration::from_secs(120),
+        a_wrong_password_fails_the_start_with_an_authorization_violation_steps(),
+    )
+    .await
+}
+
+async fn a_wrong_password_fails_the_start_with_an_authorization_violation_steps() {
     let Some(server) = private_nats(&["--user", "ferry", "--pass", "right-secret"]) else {
         return;
     };
@@ -299,6 +308,15 @@ async fn a_wrong_password_fails_the_start_with_an_authorization_violation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_token_fails_the_start_with_an_authorization_violation() {
+    common::within(
+        "the test against a private nats-server",
+        Duration::from_secs(120),
+        a_wrong_token_fails_the_start_with_an_authorization_violation_steps(),
+    )
+    .await
+}
+
+async fn a_wrong_token_fails_the_start_with_an_authorization_violation_steps() {
     let Some(server) = private_nats(&["--auth", "right-token"]) else {
         return;
     };
@@ -313,6 +331,15 @@ async fn a_wrong_token_fails_the_start_with_an_authorization_violation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_right_password_carries_a_round_trip() {
+    common::within(
+        "the test against a private nats-server",
+        Duration::from_secs(120),
+        the_right_password_carries_a_round_trip_steps(),
+    )
+    .await
+}
+
+async fn the_right_password_carries_a_round_trip_steps() {
     let Some(server) = private_nats(&["--user", "ferry", "--pass", "right-secret"]) else {
         return;
     };
@@ -342,6 +369,15 @@ fn private_tls_nats(ca: &TestCa) -> Option<Private> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
+    common::within(
+        "the test against a private nats-server",
+        Duration::from_secs(120),
+        tls_with_the_ca_file_trusted_carries_a_round_trip_steps(),
+    )
+    .await
+}
+
+async fn tls_with_the_ca_file_trusted_carries_a_round_trip_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_nats(&ca) else {
         return;
@@ -366,6 +402,15 @@ async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    common::within(
+        "the test against a private nats-server",
+        Duration::from_secs(120),
+        tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps(),
+    )
+    .await
+}
+
+async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_nats(&ca) else {
         return;

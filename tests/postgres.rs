@@ -79,7 +79,7 @@ to:
         }
     })
     .await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(
         count(&c, &format!("SELECT count(*) FROM {dst}")).await,
         1000
@@ -119,7 +119,7 @@ async fn failed_rows_are_not_marked_and_are_retried() {
     let (cname, ctext) = connector();
     let ferry = Ferry::start_with_connectors(&[("flaky.yaml", &route)], &[(cname, &ctext)]).await;
     let got = downstream.wait_for(200, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..200).collect::<Vec<u64>>());
     assert_eq!(
         count(
@@ -186,7 +186,7 @@ async fn jsonpath_column_mappings_upsert_rows_from_an_http_body() {
     );
     let (name, conn) = connector();
     let f = Ferry::start_with_connectors(&[("r.yaml", &route)], &[(name, &conn)]).await;
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     for total in ["10.50", "12.25"] {
         let r = http
             .post(f.url("/orders"))
@@ -209,5 +209,5 @@ async fn jsonpath_column_mappings_upsert_rows_from_an_http_body() {
     assert_eq!(row.get::<_, String>(0), "12.25");
     assert_eq!(row.get::<_, i32>(1), 2);
     assert_eq!(count(&c, &format!("SELECT count(*) FROM {table}")).await, 1);
-    f.engine.shutdown().await;
+    f.stop().await;
 }

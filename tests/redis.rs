@@ -61,7 +61,7 @@ async fn a_thousand_entries_move_between_streams_with_their_fields() {
         },
     )
     .await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     let entries: redis::streams::StreamRangeReply = c2.xrange_all(&output).await.unwrap();
     let mut ns: Vec<u64> = Vec::new();
     for e in &entries.ids {
@@ -96,7 +96,7 @@ async fn failed_entries_stay_pending_and_are_claimed_again() {
     let (cname, ctext) = connector();
     let ferry = Ferry::start_with_connectors(&[("flaky.yaml", &route)], &[(cname, &ctext)]).await;
     let got = downstream.wait_for(200, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..200).collect::<Vec<u64>>(), "none lost");
     let pending: redis::streams::StreamPendingReply = c.xpending(&input, "ferry").await.unwrap();
     assert_eq!(pending.count(), 0);
@@ -121,11 +121,23 @@ async fn a_list_is_a_reliable_queue() {
     let (cname, ctext) = connector();
     let ferry = Ferry::start_with_connectors(&[("list.yaml", &route)], &[(cname, &ctext)]).await;
     let got = downstream.wait_for(100, Duration::from_secs(60)).await;
-    ferry.engine.shutdown().await;
+    ferry.stop().await;
     assert_eq!(got, (0..100).collect::<Vec<u64>>());
     let left: usize = c.llen(&input).await.unwrap();
     let processing: usize = c.llen(format!("{input}:processing:c1")).await.unwrap();
     assert_eq!((left, processing), (0, 0));
+    // The list sink got every message (at least once: a message whose HTTP
+    // delivery failed is sent to both sinks again).
+    let written: Vec<String> = c.lrange(&output, 0, -1).await.unwrap();
+    let written: std::collections::BTreeSet<u64> = written
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<serde_json::Value>(b).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(written, (0..100).collect(), "the list sink lost messages");
     let _: () = c
         .del(&[&input, &output, &format!("{input}:processing:c1")])
         .await
@@ -181,6 +193,15 @@ fn private_tls_redis(ca: &TestCa) -> Option<Private> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
+    common::within(
+        "the test against a private redis-server",
+        Duration::from_secs(120),
+        tls_with_the_ca_file_trusted_carries_a_round_trip_steps(),
+    )
+    .await
+}
+
+async fn tls_with_the_ca_file_trusted_carries_a_round_trip_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_redis(&ca) else {
         return;
@@ -228,13 +249,22 @@ async fn tls_with_the_ca_file_trusted_carries_a_round_trip() {
             },
         )
         .await;
-        ferry.engine.shutdown().await;
+        ferry.stop().await;
         assert_eq!(n, 20, "{conn_url}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
+    common::within(
+        "the test against a private redis-server",
+        Duration::from_secs(120),
+        tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps(),
+    )
+    .await
+}
+
+async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_steps() {
     let Some(ca) = TestCa::generate() else { return };
     let Some(server) = private_tls_redis(&ca) else {
         return;

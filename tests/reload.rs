@@ -5,16 +5,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Downstream, closed_port};
+use common::services::STOP_DEADLINE;
+use common::{ChildGuard, Downstream, closed_port, http_client};
 use serde_json::Value;
 
 struct Proc {
-    child: Child,
+    child: ChildGuard,
     dir: tempfile::TempDir,
     http: u16,
     admin: u16,
@@ -33,7 +33,10 @@ impl Proc {
 
     fn start_in(dir: tempfile::TempDir) -> Proc {
         let (http, admin) = (closed_port(), closed_port());
-        let child = common::ferry_run(dir.path(), http, admin).spawn().unwrap();
+        let child = ChildGuard::new(
+            "ferry run",
+            common::ferry_run(dir.path(), http, admin).spawn().unwrap(),
+        );
         let p = Proc {
             child,
             dir,
@@ -57,7 +60,9 @@ impl Proc {
     }
 
     async fn status(&self) -> Value {
-        reqwest::get(format!("http://127.0.0.1:{}/admin/routes", self.admin))
+        http_client()
+            .get(format!("http://127.0.0.1:{}/admin/routes", self.admin))
+            .send()
             .await
             .unwrap()
             .json()
@@ -79,10 +84,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        // A clean stop, bounded; while a failed test unwinds, the guard's
+        // SIGKILL is enough.
+        if !std::thread::panicking() {
+            self.child.stop(STOP_DEADLINE);
+        }
     }
 }
 
@@ -134,12 +140,21 @@ fn median(v: &mut [Duration]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_rewrites_under_load_lose_no_request_and_leave_other_routes_alone() {
+    common::within(
+        "fifty route rewrites under load",
+        Duration::from_secs(300),
+        fifty_rewrites_under_load_lose_no_request_and_leave_other_routes_alone_steps(),
+    )
+    .await
+}
+
+async fn fifty_rewrites_under_load_lose_no_request_and_leave_other_routes_alone_steps() {
     ferry::install_crypto_provider();
     let p = Proc::start(&[
         ("swap.yaml", &versioned("/swap", "v0")),
         ("other.yaml", &versioned("/other", "o")),
     ]);
-    let client = reqwest::Client::new();
+    let client = http_client();
     wait_for_version(&client, &p.url("/swap"), "v0").await;
     let other_started = p.started_at("other").await;
 
@@ -227,6 +242,15 @@ async fn fifty_rewrites_under_load_lose_no_request_and_leave_other_routes_alone(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn files_dropped_during_twenty_reloads_are_each_delivered_once() {
+    common::within(
+        "400 dropped files through twenty reloads",
+        Duration::from_secs(300),
+        files_dropped_during_twenty_reloads_are_each_delivered_once_steps(),
+    )
+    .await
+}
+
+async fn files_dropped_during_twenty_reloads_are_each_delivered_once_steps() {
     let route = |n: usize| {
         format!(
             "from:\n  file: {{ path: \"{{dir}}/in\", glob: \"*.json\", settle: 50ms, poll_interval: 100ms }}\nsteps:\n  - log: \"version {n}\"\nto:\n  - file: {{ path: \"{{dir}}/out\", name: all.jsonl, append: true }}\n"
@@ -236,7 +260,10 @@ async fn files_dropped_during_twenty_reloads_are_each_delivered_once() {
     let inbox = p.dir.path().join("in");
     let end = Instant::now() + Duration::from_secs(10);
     while !inbox.is_dir() {
-        assert!(Instant::now() < end);
+        assert!(
+            Instant::now() < end,
+            "the file source never created {inbox:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = 400;
@@ -294,9 +321,18 @@ async fn files_dropped_during_twenty_reloads_are_each_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_save_pattern_is_picked_up_and_bad_files_never_take_a_route_down() {
+    common::within(
+        "every save pattern to be picked up",
+        Duration::from_secs(300),
+        every_save_pattern_is_picked_up_and_bad_files_never_take_a_route_down_steps(),
+    )
+    .await
+}
+
+async fn every_save_pattern_is_picked_up_and_bad_files_never_take_a_route_down_steps() {
     ferry::install_crypto_provider();
     let p = Proc::start(&[("r.yaml", &versioned("/r", "start"))]);
-    let c = reqwest::Client::new();
+    let c = http_client();
     let url = p.url("/r");
     let file = p.routes_dir().join("r.yaml");
     wait_for_version(&c, &url, "start").await;
@@ -366,14 +402,7 @@ async fn every_save_pattern_is_picked_up_and_bad_files_never_take_a_route_down()
 
     // SIGHUP forces a reload even without a change.
     let before = p.status().await["last_reload"]["at"].clone();
-    let pid = p.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    p.child.signal("HUP");
     let end = Instant::now() + Duration::from_secs(10);
     while p.status().await["last_reload"]["at"] == before {
         assert!(Instant::now() < end, "SIGHUP did not reload");
@@ -393,6 +422,15 @@ async fn every_save_pattern_is_picked_up_and_bad_files_never_take_a_route_down()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn configmap_style_symlink_swap_is_picked_up() {
+    common::within(
+        "the ConfigMap symlink swap to be picked up",
+        Duration::from_secs(120),
+        configmap_style_symlink_swap_is_picked_up_steps(),
+    )
+    .await
+}
+
+async fn configmap_style_symlink_swap_is_picked_up_steps() {
     ferry::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes");
@@ -401,7 +439,7 @@ async fn configmap_style_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..2026_v1", routes.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/cm.yaml", routes.join("cm.yaml")).unwrap();
     let p = Proc::start_in(dir);
-    let c = reqwest::Client::new();
+    let c = http_client();
     wait_for_version(&c, &p.url("/cm"), "cm1").await;
 
     // Kubernetes' update: new folder, new `..data_tmp` link, renamed over `..data`.
@@ -416,6 +454,15 @@ async fn configmap_style_symlink_swap_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removing_a_route_finishes_its_in_flight_request_then_404() {
+    common::within(
+        "the removed route to finish its request, then 404",
+        Duration::from_secs(120),
+        removing_a_route_finishes_its_in_flight_request_then_404_steps(),
+    )
+    .await
+}
+
+async fn removing_a_route_finishes_its_in_flight_request_then_404_steps() {
     ferry::install_crypto_provider();
     let slow = Downstream::start(vec![200], Duration::from_millis(1500)).await;
     let p = Proc::start(&[(
@@ -425,7 +472,7 @@ async fn removing_a_route_finishes_its_in_flight_request_then_404() {
             slow.url()
         ),
     )]);
-    let c = reqwest::Client::new();
+    let c = http_client();
     let url = p.url("/slow");
     let req = tokio::spawn({
         let (c, url) = (c.clone(), url.clone());
@@ -441,7 +488,10 @@ async fn removing_a_route_finishes_its_in_flight_request_then_404() {
     });
     let end = Instant::now() + Duration::from_secs(10);
     while slow.hits() == 0 {
-        assert!(Instant::now() < end);
+        assert!(
+            Instant::now() < end,
+            "the request never reached the downstream"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     std::fs::remove_file(p.routes_dir().join("slow.yaml")).unwrap();
@@ -458,9 +508,18 @@ async fn removing_a_route_finishes_its_in_flight_request_then_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_version_that_cannot_start_rolls_back_to_the_old_one() {
+    common::within(
+        "the failed new version to roll back",
+        Duration::from_secs(120),
+        a_new_version_that_cannot_start_rolls_back_to_the_old_one_steps(),
+    )
+    .await
+}
+
+async fn a_new_version_that_cannot_start_rolls_back_to_the_old_one_steps() {
     ferry::install_crypto_provider();
     let p = Proc::start(&[("r.yaml", &versioned("/r", "v1"))]);
-    let c = reqwest::Client::new();
+    let c = http_client();
     wait_for_version(&c, &p.url("/r"), "v1").await;
     // The new version wants a port another program holds.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,10 +1,14 @@
 //! Test harness: runs the engine in-process on an ephemeral port with route
 //! files in a temp folder, and a small programmable HTTP server standing in
-//! for a downstream system.
+//! for a downstream system. Every wait here has a deadline: `cargo test` has
+//! none of its own, so a hung shutdown or a lost acknowledgement must fail the
+//! test with what it waited for instead of hanging CI (see [`ChildGuard`],
+//! [`within`], [`http_client`]).
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -75,7 +79,12 @@ impl Ferry {
                 "route errors: {:?}",
                 report.errors
             );
-            engine.shutdown().await;
+            within(
+                "the engine to shut down after a failed start",
+                Duration::from_secs(60),
+                engine.shutdown(),
+            )
+            .await;
             return Err(report
                 .failed_to_start
                 .into_iter()
@@ -92,6 +101,153 @@ impl Ferry {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr.expect("no http listener"), path)
+    }
+
+    /// Shut the engine down, failing the test if that takes longer than a
+    /// minute (a shutdown regression must not hang the suite).
+    pub async fn stop(&self) {
+        within(
+            "the in-process engine to shut down",
+            Duration::from_secs(60),
+            self.engine.shutdown(),
+        )
+        .await
+    }
+}
+
+/// How long any test HTTP request may take before it fails.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client whose requests fail after [`HTTP_TIMEOUT`] instead of
+/// waiting forever on a Ferry that stopped answering.
+pub fn http_client() -> reqwest::Client {
+    ferry::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("build the test HTTP client")
+}
+
+/// Run `body` with an overall deadline: on timeout the body is dropped (its
+/// [`ChildGuard`]s kill their processes) and the test fails saying `what` it
+/// was waiting for.
+pub async fn within<T>(
+    what: &str,
+    deadline: Duration,
+    body: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(deadline, body).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {deadline:?} waiting for {what}"),
+    }
+}
+
+/// Wait up to `deadline` for `child` to exit. If it does not, SIGKILL it and
+/// fail the test naming `what` it was waiting for.
+pub fn wait_within(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running {deadline:?} later, killed with SIGKILL");
+            }
+            Err(e) => panic!("{what}: cannot wait for process {}: {e}", child.id()),
+        }
+    }
+}
+
+/// Send `signal` (`TERM`, `HUP`, …) to `child` with the `kill` command.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {} failed", child.id());
+}
+
+/// SIGTERM `child`, then [`wait_within`] `deadline` for it to exit.
+pub fn terminate(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
+    signal(child, "TERM");
+    wait_within(child, &format!("{what} to exit after SIGTERM"), deadline)
+}
+
+/// A child process that cannot outlive its test: SIGKILLed on drop, stopped
+/// with a deadline otherwise.
+pub struct ChildGuard {
+    child: Child,
+    what: String,
+}
+
+impl ChildGuard {
+    /// `what` names the process in failure messages (`"ferry run"`).
+    pub fn new(what: &str, child: Child) -> ChildGuard {
+        ChildGuard {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process itself, e.g. to take its pipes.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child, sig)
+    }
+
+    /// SIGTERM, wait up to `deadline`, then SIGKILL and fail the test.
+    pub fn stop(&mut self, deadline: Duration) -> ExitStatus {
+        terminate(&mut self.child, &self.what, deadline)
+    }
+
+    /// Wait up to `deadline` for the process to exit on its own.
+    pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
+        wait_within(&mut self.child, &format!("{} to exit", self.what), deadline)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `cmd` to completion and capture its output; kill it and fail the test
+/// if it takes longer than `deadline` (`Command::output` waits forever).
+pub fn output_within(cmd: &mut Command, deadline: Duration) -> Output {
+    let what = format!("{:?}", cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    // Read both pipes while waiting, so a chatty child cannot block on a full one.
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, &what, deadline);
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
@@ -122,7 +278,9 @@ pub fn corpus(rel: &str) -> PathBuf {
     p
 }
 
-/// Files (not folders, not hidden) in `dir`, sorted.
+/// Files (not folders, not hidden) in `dir`, sorted; `[]` when `dir` does
+/// not exist (so a wrong path looks like "nothing written": pair a negative
+/// check with a positive case in the same folder).
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -136,6 +294,43 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The names of [`files_in`] `dir`: compare with the exact list expected, so
+/// that a duplicate, a stray file or a wrong folder fails the check.
+pub fn file_names_in(dir: &Path) -> Vec<String> {
+    files_in(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Fail unless `ids` holds each of `expected` exactly once: a loss and a
+/// duplicate both show, as `(id, times seen)`.
+#[track_caller]
+pub fn assert_each_once(
+    what: &str,
+    ids: impl IntoIterator<Item = u64>,
+    expected: std::ops::Range<u64>,
+) {
+    let mut seen = std::collections::BTreeMap::new();
+    for id in ids {
+        *seen.entry(id).or_insert(0usize) += 1;
+    }
+    let wrong: Vec<(u64, usize)> = expected
+        .clone()
+        .map(|id| (id, seen.get(&id).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n != 1)
+        .chain(
+            seen.iter()
+                .filter(|(id, _)| !expected.contains(id))
+                .map(|(id, n)| (*id, *n)),
+        )
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: not exactly once, as (id, times seen): {wrong:?}"
+    );
 }
 
 /// Poll `f` until it returns Some or the deadline passes.

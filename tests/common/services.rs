@@ -20,6 +20,10 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 
+/// How long a process may take to exit after SIGTERM before it is killed and
+/// the test fails.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
 pub fn reachable(addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().expect("socket address");
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
@@ -64,27 +68,29 @@ impl FerryProcess {
             .arg("--no-watch")
             .spawn()
             .expect("spawn ferry");
-        let p = FerryProcess { child, admin };
+        let mut p = FerryProcess { child, admin };
         let end = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", admin)).is_err() {
-            assert!(Instant::now() < end, "ferry did not start");
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("ferry run exited ({status}) before its admin port answered");
+            }
+            assert!(
+                Instant::now() < end,
+                "ferry run: admin port {admin} not answering after 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         p
     }
 
     pub fn kill9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status();
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
+    /// SIGTERM; fails the test if Ferry has not exited 30 s later.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        super::terminate(&mut self.child, "ferry run", STOP_DEADLINE);
     }
 }
 
@@ -125,13 +131,17 @@ where
 /// Whether `program` can be run. If not: fails with
 /// `FERRY_REQUIRE_SERVICES=1`, else prints `SKIPPED: …` (the caller returns).
 pub fn installed(program: &str) -> bool {
-    if Command::new(program)
+    if let Ok(mut child) = Command::new(program)
         .arg("--help")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok()
+        .spawn()
     {
+        super::wait_within(
+            &mut child,
+            &format!("`{program} --help`"),
+            Duration::from_secs(10),
+        );
         return true;
     }
     if std::env::var("FERRY_REQUIRE_SERVICES").as_deref() == Ok("1") {
@@ -214,13 +224,11 @@ impl Private {
         }
     }
 
-    /// Stop with SIGTERM (a clean shutdown: servers save their state) and wait.
+    /// Stop with SIGTERM (a clean shutdown: servers save their state) and
+    /// wait; fails the test if the server has not exited 30 s later.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+            super::terminate(&mut c, self.program, STOP_DEADLINE);
         }
     }
 
@@ -232,7 +240,16 @@ impl Private {
 
 impl Drop for Private {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut c) = self.child.take() {
+            // No second panic while a failing test unwinds: just make sure
+            // the server is gone.
+            if std::thread::panicking() {
+                let _ = c.kill();
+                let _ = c.wait();
+            } else {
+                super::terminate(&mut c, self.program, STOP_DEADLINE);
+            }
+        }
     }
 }
 
@@ -256,11 +273,10 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(d)
-                .args(args)
-                .output()
-                .unwrap();
+            let out = super::output_within(
+                Command::new("openssl").current_dir(d).args(args),
+                Duration::from_secs(30),
+            );
             assert!(
                 out.status.success(),
                 "openssl {args:?}: {}",
