@@ -123,10 +123,157 @@ fn ach_counts(text: &str) -> BTreeMap<String, usize> {
     m
 }
 
+/// Every ACH file of the corpus: `(file, strict, lenient)`, where strict is
+/// the route with `record_length: 94` and lenient adds `allow_short_lines`
+/// (files whose trailing blanks were trimmed). A number is the records
+/// parsed (padding left out); anything else is the error, after
+/// `fixed_width: `. Line numbers and lengths were checked without Ferry.
+const ACH_FILES: &[(&str, &str, &str)] = &[
+    (
+        "20110729A-invalid.ach",
+        "line 1: 93 characters, expected 94",
+        "line 1, field `file_creation_date` (columns 24-29): `107291` is not a date in format `%y%m%d`: input is out of range",
+    ),
+    ("20110805A.ach", "93", "93"),
+    (
+        "20180713-IAT.ach",
+        "line 22: 55 characters, expected 94",
+        "22",
+    ),
+    ("20180716-IAT-A17-A18.ach", "36", "36"),
+    ("20180716-IAT-A17.ach", "25", "25"),
+    (
+        "FISERV-ZEROFILE-PIMRET825324_032720_110221.ach",
+        "line 1: 69 characters, expected 94",
+        "2",
+    ),
+    ("Iat-invalidAddenda13.ach", "14", "14"),
+    ("NACHA_SAMPLE_TEL_REVERSAL.ach", "6", "6"),
+    ("adv-invalidBatchEntries.ach", "5", "5"),
+    ("adv-invalidFileControl.ach", "6", "6"),
+    ("adv-noFileControl.ach", "5", "5"),
+    ("adv.ach", "6", "6"),
+    ("bh-ed-ad-bh-ed-ad-ed-ad.ach", "8", "8"),
+    ("cor-example.ach", "6", "6"),
+    ("extended-ascii.ach", "18", "18"),
+    ("flattenADVBatchesMultipleBatchHeaders.ach", "22", "22"),
+    ("flattenADVBatchesOneBatchHeader.ach", "22", "22"),
+    ("flattenBatchesMultipleBatchHeaders.ach", "34", "34"),
+    ("flattenBatchesOneBatchHeader.ach", "10", "10"),
+    ("flattenBatchesTraceNumberCollision.ach", "42", "42"),
+    ("flattenIATBatchesMultipleBatchHeaders.ach", "130", "130"),
+    ("flattenIATBatchesOneBatchHeader.ach", "130", "130"),
+    ("gl-debit.ach", "5", "5"),
+    ("iat-addenda98.ach", "13", "13"),
+    ("iat-addenda99.ach", "13", "13"),
+    (
+        "iat-batchHeaderErr.ach",
+        "line 23: 55 characters, expected 94",
+        "23",
+    ),
+    ("iat-debit.ach", "14", "14"),
+    (
+        "iat-invalidAddenda10.ach",
+        "line 22: 55 characters, expected 94",
+        "22",
+    ),
+    ("iat-invalidAddenda11.ach", "14", "14"),
+    ("iat-invalidAddenda12.ach", "14", "14"),
+    ("iat-invalidAddenda14.ach", "14", "14"),
+    ("iat-invalidAddenda15.ach", "14", "14"),
+    ("iat-invalidAddenda16.ach", "14", "14"),
+    ("iat-invalidAddenda17.ach", "14", "14"),
+    ("iat-invalidAddenda18.ach", "14", "14"),
+    ("iat-invalidAddenda98.ach", "13", "13"),
+    ("iat-invalidAddenda99.ach", "13", "13"),
+    ("iat-invalidAddendaRecordIndicator.ach", "12", "12"),
+    (
+        "iat-invalidBatchControl.ach",
+        "line 22: 55 characters, expected 94",
+        "22",
+    ),
+    (
+        "iat-invalidBatchHeader.ach",
+        "line 22: 55 characters, expected 94",
+        "22",
+    ),
+    ("iat-invalidEntryDetail.ach", "25", "25"),
+    ("iat-mixedDebitCredit.ach", "24", "24"),
+    (
+        "invalid-two-micro-deposits.ach",
+        "line 15, field `amount` (columns 30-39): `00CCC00004` is not a number",
+        "line 15, field `amount` (columns 30-39): `00CCC00004` is not a number",
+    ),
+    ("loan-credit.ach", "5", "5"),
+    (
+        "long-line.ach",
+        "line 3: 98 characters, expected 94",
+        "line 3: 98 characters, expected 94",
+    ),
+    ("moov-ids.ach", "10", "10"),
+    (
+        "nonascii-utf8.ach",
+        "line 1: 75 characters, expected 94",
+        "17",
+    ),
+    (
+        "nonascii.ach",
+        "body is not UTF-8 (byte 237); decode it with a `charset` step first",
+        "body is not UTF-8 (byte 237); decode it with a `charset` step first",
+    ),
+    ("pos-invalidEntryDetail.ach", "6", "6"),
+    ("pos-invalidReturnFile.ach", "6", "6"),
+    (
+        "ppd-debit-customTraceNumber.ach",
+        "line 1: 75 characters, expected 94",
+        "5",
+    ),
+    (
+        "ppd-debit-fixedLength.ach",
+        "line 1: 470 characters, expected 94",
+        "line 1: 470 characters, expected 94",
+    ),
+    (
+        "ppd-debit-fixedLengthInvalid.ach",
+        "line 1: 471 characters, expected 94",
+        "line 1: 471 characters, expected 94",
+    ),
+    (
+        "ppd-debit-invalid-entryDetail-checkDigit.ach",
+        "line 1: 75 characters, expected 94",
+        "5",
+    ),
+    ("ppd-debit.ach", "line 1: 75 characters, expected 94", "5"),
+    ("ppd-mixedDebitCredit-invalid.ach", "6", "6"),
+    ("ppd-mixedDebitCredit.ach", "7", "7"),
+    ("rck.ach", "5", "5"),
+    (
+        "return-PPD-custom-reason-code.ach",
+        "line 1: 74 characters, expected 94",
+        "6",
+    ),
+    ("return-WEB.ach", "10", "10"),
+    ("return-no-batch-controls.ach", "6", "6"),
+    ("return-no-batch-header.ach", "4", "4"),
+    ("return-no-file-header-control.ach", "4", "4"),
+    ("short-line.ach", "line 5: 74 characters, expected 94", "5"),
+    ("shr-credit.ach", "line 1: 86 characters, expected 94", "32"),
+    ("skip-validation.ach", "14", "14"),
+    ("two-micro-deposits.ach", "18", "18"),
+    ("txp-credit.ach", "line 6: 55 characters, expected 94", "6"),
+    ("txp-debit.ach", "6", "6"),
+    ("web-debit.ach", "14", "14"),
+    ("web-invalidNOCFile.ach", "6", "6"),
+];
+
 #[tokio::test]
 async fn ach_files_parse_by_record_type_and_format_back_byte_for_byte() {
     let f = Ferry::start(&[
         ("ach.yaml", &ach_route("/ach", "", false)),
+        (
+            "lenient.yaml",
+            &ach_route("/lenient", "      allow_short_lines: true\n", false),
+        ),
         (
             "achround.yaml",
             &ach_route("/ach-round", "      trim: false\n", true),
@@ -134,59 +281,64 @@ async fn ach_files_parse_by_record_type_and_format_back_byte_for_byte() {
     ])
     .await;
     let dir = corpus("fixed-width-ach/test/testdata");
-    let mut parsed = 0;
-    for path in sorted_files(&dir, "ach") {
-        let bytes = std::fs::read(&path).unwrap();
-        let Ok(text) = String::from_utf8(bytes.clone()) else {
-            continue;
-        };
-        let clean = text
-            .lines()
-            .all(|l| l.chars().count() == 94 && "156789".contains(&l[..1]));
-        if !clean || text.lines().next().is_none() {
-            continue;
-        }
-        let (status, body) = post(&f, "/ach", bytes.clone()).await;
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if status == 400 && name.contains("invalid") {
-            // Deliberately broken files: refused with the line and field.
-            let err = json(&body)["error"].as_str().unwrap().to_string();
-            assert!(
-                err.contains("line ") && err.contains("field"),
-                "{name}: {err}"
+    let on_disk: Vec<String> = sorted_files(&dir, "ach")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    let listed: Vec<&str> = ACH_FILES.iter().map(|t| t.0).collect();
+    assert_eq!(on_disk, listed, "every ACH file has an expectation");
+    let (mut parsed, mut round_trips) = (0, 0);
+    for (name, strict, lenient) in ACH_FILES {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        for (route, want) in [("/ach", strict), ("/lenient", lenient)] {
+            let (status, body) = post(&f, route, bytes.clone()).await;
+            let Ok(n) = want.parse::<usize>() else {
+                assert_eq!(status, 400, "{name} via {route}");
+                let err = json(&body)["error"].as_str().unwrap().to_string();
+                assert_eq!(err, format!("fixed_width: {want}"), "{name} via {route}");
+                continue;
+            };
+            assert_eq!(
+                status,
+                200,
+                "{name} via {route}: {}",
+                String::from_utf8_lossy(&body)
             );
-            continue;
+            let v = json(&body);
+            assert_eq!(v.as_array().unwrap().len(), n, "{name} via {route}");
+            let mut got = BTreeMap::new();
+            for r in v.as_array().unwrap() {
+                *got.entry(r["_type"].as_str().unwrap().to_string())
+                    .or_insert(0) += 1;
+            }
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert_eq!(got, ach_counts(&text), "{name} via {route}");
+            parsed += 1;
         }
-        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
-        let v = json(&body);
-        let mut got = BTreeMap::new();
-        for r in v.as_array().unwrap() {
-            *got.entry(r["_type"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        assert_eq!(got, ach_counts(&text), "{name}");
         // Formatting the JSON with the same layout gives the file back
-        // (without the 9999… block padding, which the layout skips). ADV
-        // files lay out their batch control differently, so this layout
-        // splits a name there and trimming changes it: not a round trip.
+        // (without the 9999… block padding and blank lines, which parsing
+        // skips). ADV files lay out their batch control differently, so this
+        // layout splits a name there and trimming changes it: not a round
+        // trip. Files refused by the strict route are not formatted either.
+        let text = String::from_utf8_lossy(&bytes);
         let adv = text
             .lines()
             .any(|l| l.starts_with('5') && l.get(50..53) == Some("ADV"));
-        if adv {
-            parsed += 1;
+        if adv || strict.parse::<usize>().is_err() {
             continue;
         }
-        let (status, back) = post(&f, "/ach-round", bytes).await;
+        let (status, back) = post(&f, "/ach-round", bytes.clone()).await;
         assert_eq!(status, 200, "{name}");
         let want: String = text
             .lines()
-            .filter(|l| !l.starts_with("9999999999"))
+            .filter(|l| !l.is_empty() && !l.starts_with("9999999999"))
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(String::from_utf8(back).unwrap(), want, "{name}");
-        parsed += 1;
+        round_trips += 1;
     }
-    assert!(parsed >= 20, "only {parsed} clean ACH files were found");
+    // 51 of the 71 files parse strictly and 65 leniently; 45 format back.
+    assert_eq!((parsed, round_trips), (51 + 65, 45));
 
     let (status, body) = post(
         &f,
@@ -241,12 +393,38 @@ async fn wrong_length_lines_and_crashers_are_refused_with_the_line_number() {
     )
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    for crash in std::fs::read_dir(dir.join("crashers")).unwrap().flatten() {
-        let (status, _) = post(&f, "/ach", std::fs::read(crash.path()).unwrap()).await;
-        assert!(
-            status == 200 || status == 400,
-            "{}: {status}",
-            crash.path().display()
+    // moov-io's fuzzer crashers: records run together, and one not UTF-8.
+    let crashers = [
+        ("0.ach", "line 1: 282 characters, expected 94"),
+        ("1.ach", "line 1: 846 characters, expected 94"),
+        ("2.ach", "line 1: 282 characters, expected 94"),
+        ("3.ach", "line 1: 1692 characters, expected 94"),
+        ("4.ach", "line 1: 3664 characters, expected 94"),
+        ("5.ach", "line 1: 182 characters, expected 94"),
+        (
+            "d8f3557bf70ce706c9efbfcfd8143f131a2eef20",
+            "body is not UTF-8 (byte 674); decode it with a `charset` step first",
+        ),
+    ];
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.join("crashers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, crashers.map(|c| c.0.to_string()));
+    for (file, want) in crashers {
+        let (status, body) = post(
+            &f,
+            "/ach",
+            std::fs::read(dir.join("crashers").join(file)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "crashers/{file}");
+        assert_eq!(
+            json(&body)["error"],
+            format!("fixed_width: {want}"),
+            "crashers/{file}"
         );
     }
     f.engine.shutdown().await;

@@ -8,7 +8,8 @@
 //!
 //! Invariant: rows with a different number of fields are an error naming the
 //! line, unless `flexible` is set (then missing fields are left out and extra
-//! ones are keyed by their 1-based position).
+//! ones are keyed by their 1-based position). A header row that names two
+//! columns alike is an error too: one of them would be lost.
 
 use serde_json::{Map, Value};
 
@@ -85,14 +86,25 @@ pub fn parse(bytes: &[u8], o: &CsvOptions) -> Result<Value, CsvError> {
             }
             Some(c.clone())
         }
-        None if o.header => Some(
-            reader
-                .headers()
-                .map_err(read_error)?
-                .iter()
-                .map(str::to_string)
-                .collect(),
-        ),
+        None if o.header => {
+            let header = reader.headers().map_err(read_error)?;
+            let names: Vec<String> = header.iter().map(str::to_string).collect();
+            // Two columns with one name would become one key: the first
+            // column's values would be lost without a word.
+            for (i, n) in names.iter().enumerate() {
+                if let Some(j) = names[..i].iter().position(|m| m == n) {
+                    return Err(CsvError::Read {
+                        line: header.position().map(|p| p.line()).unwrap_or(1),
+                        message: format!(
+                            "columns {} and {} are both named `{n}`; name them with `columns:` or set `header: false`",
+                            j + 1,
+                            i + 1
+                        ),
+                    });
+                }
+            }
+            Some(names)
+        }
         None => None,
     };
     let mut rows = Vec::new();
@@ -241,6 +253,23 @@ mod tests {
         assert_eq!(
             parse(b"a,b\n3\n4,5,6\n", &o).unwrap(),
             json!([{"a": "3"}, {"a": "4", "b": "5", "3": "6"}])
+        );
+    }
+
+    #[test]
+    fn duplicate_column_names_are_an_error_not_a_lost_column() {
+        let err = parse(b"a,,\n1,2,3\n", &CsvOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 1: columns 2 and 3 are both named ``; name them with `columns:` or set `header: false`"
+        );
+        let named = CsvOptions {
+            columns: Some(vec!["a".into(), "b".into(), "c".into()]),
+            ..CsvOptions::default()
+        };
+        assert_eq!(
+            parse(b"a,,\n1,2,3\n", &named).unwrap(),
+            json!([{"a": "1", "b": "2", "c": "3"}])
         );
     }
 
