@@ -201,16 +201,6 @@ fn frames_in(kind: &Kind, p: &[u8]) -> usize {
     }
 }
 
-/// Read exactly `n` bytes or fail naming what was awaited.
-async fn read_n(s: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    tokio::time::timeout(WAIT, s.read_exact(&mut buf))
-        .await
-        .unwrap_or_else(|_| panic!("{what}: {n} bytes not read within {WAIT:?}"))
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    buf
-}
-
 #[tokio::test]
 async fn payloads_into_a_tcp_source_come_back_unchanged_in_every_framing() {
     let wires = wires();
@@ -227,11 +217,7 @@ async fn payloads_into_a_tcp_source_come_back_unchanged_in_every_framing() {
             )
         })
         .collect();
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let payloads = payloads();
     for (i, w) in wires.iter().enumerate() {
         let addr = f
@@ -252,12 +238,12 @@ async fn payloads_into_a_tcp_source_come_back_unchanged_in_every_framing() {
             // The reply is the same frame: read it by its framing's rules.
             let back = match w.kind {
                 Kind::Len { .. } | Kind::Lines { .. } | Kind::Delimited { .. } => {
-                    read_n(&mut s, wire.len(), &what).await
+                    common::read_exactly(&mut s, wire.len(), &what, WAIT).await
                 }
                 Kind::Fixed(_) => {
                     let mut all = Vec::new();
                     for _ in 0..frames_in(&w.kind, p) {
-                        all.extend(read_n(&mut s, 45, &what).await);
+                        all.extend(common::read_exactly(&mut s, 45, &what, WAIT).await);
                     }
                     all
                 }
@@ -308,11 +294,7 @@ async fn payloads_out_of_a_tcp_sink_are_framed_exactly_or_refused_with_the_reaso
             ),
         ));
     }
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let c = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     let payloads = payloads();
     for (i, (w, rx)) in wires.iter().zip(servers.iter_mut()).enumerate() {

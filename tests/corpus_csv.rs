@@ -286,12 +286,8 @@ async fn start() -> (Ferry, reqwest::Client) {
             )
         })
         .collect();
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
     // The engine installs the TLS crypto provider the client needs.
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

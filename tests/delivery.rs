@@ -230,7 +230,7 @@ async fn when_the_dead_letter_endpoint_fails_too_the_source_redelivers() {
         rejecting.url()
     );
     let f = Ferry::start(&[
-        ("in.yaml", &http_route),
+        ("in.yaml", http_route.as_str()),
         (
             "feed.yaml",
             "from:\n  http: { path: /feed }\nto:\n  - queue: { name: q }\n",

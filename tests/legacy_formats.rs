@@ -442,11 +442,7 @@ async fn ebcdic_records_decode_like_cobrix_expects() {
             )
         })
         .collect();
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let data = corpus("fixed-width-cobol/data");
     let dat = std::fs::read(data.join("test9_data/TRAN.APR14.NPT.DATA.dat")).unwrap();
     // Cobrix turns C1 controls and a few others into spaces; compare the
@@ -772,11 +768,7 @@ async fn ebcdic_encoding_gives_the_bytes_of_the_cobrix_data_file() {
             )
         })
         .collect();
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let data = corpus("fixed-width-cobol/data");
     let dat = std::fs::read(data.join("test9_data/TRAN.APR14.NPT.DATA.dat")).unwrap();
     // The first record starts with "GBP" "S9276511" in EBCDIC.

@@ -252,27 +252,13 @@ impl Wire {
     }
 }
 
-/// Read exactly `n` bytes (within the deadline).
-async fn read_exactly(stream: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
-        .await
-        .unwrap_or_else(|_| panic!("{what}: {n} bytes within the deadline"))
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    buf
-}
-
 #[tokio::test]
 async fn every_framing_reads_and_writes_the_literal_wire_bytes_in_any_chunking() {
     let routes: Vec<(String, String)> = WIRES
         .iter()
         .map(|w| (format!("{}.yaml", w.name), echo_route(w.yaml, "")))
         .collect();
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     for w in WIRES {
         let payloads: Vec<Vec<u8>> = (0..6)
             .map(|i| format!("frame-{i:02}").into_bytes())
@@ -289,7 +275,7 @@ async fn every_framing_reads_and_writes_the_literal_wire_bytes_in_any_chunking()
             }
         }
         let expected: Vec<u8> = payloads.iter().flat_map(|p| w.reply(p)).collect();
-        let got = read_exactly(&mut s, expected.len(), w.name).await;
+        let got = common::read_exactly(&mut s, expected.len(), w.name, WAIT).await;
         assert_eq!(got, expected, "framing {}: replies on the wire", w.name);
     }
     f.engine.shutdown().await;
@@ -334,11 +320,7 @@ async fn tcp_call_writes_and_reads_the_literal_wire_bytes_of_every_framing() {
         ));
         backends.push((w.name, sent, rx));
     }
-    let refs: Vec<(&str, &str)> = routes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let f = Ferry::start(&refs).await;
+    let f = Ferry::start(&routes).await;
     let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     for (name, sent, mut rx) in backends {
         let r = client

@@ -26,14 +26,14 @@ pub struct Ferry {
 }
 
 impl Ferry {
-    /// Start the engine on the given route files (`(file name, yaml)`); `{dir}`
-    /// in the yaml is replaced with the temp folder's path.
-    pub async fn start(routes: &[(&str, &str)]) -> Ferry {
+    /// Start the engine on the given route files (`(file name, yaml)`, borrowed
+    /// or owned); `{dir}` in the yaml is replaced with the temp folder's path.
+    pub async fn start(routes: &[(impl AsRef<str>, impl AsRef<str>)]) -> Ferry {
         Self::start_with_connectors(routes, &[]).await
     }
 
     pub async fn start_with_connectors(
-        routes: &[(&str, &str)],
+        routes: &[(impl AsRef<str>, impl AsRef<str>)],
         connectors: &[(&str, &str)],
     ) -> Ferry {
         match Self::try_start(routes, connectors).await {
@@ -45,7 +45,7 @@ impl Ferry {
     /// Like [`Ferry::start_with_connectors`], but routes that fail to start
     /// are returned as `(route id, reason)` instead of failing the test.
     pub async fn try_start(
-        routes: &[(&str, &str)],
+        routes: &[(impl AsRef<str>, impl AsRef<str>)],
         connectors: &[(&str, &str)],
     ) -> Result<Ferry, Vec<(String, String)>> {
         let dir = tempfile::tempdir().unwrap();
@@ -55,7 +55,8 @@ impl Ferry {
         std::fs::create_dir_all(&conn_dir).unwrap();
         let d = dir.path().display().to_string();
         for (name, yaml) in routes {
-            std::fs::write(routes_dir.join(name), yaml.replace("{dir}", &d)).unwrap();
+            let yaml = yaml.as_ref().replace("{dir}", &d);
+            std::fs::write(routes_dir.join(name.as_ref()), yaml).unwrap();
         }
         for (name, yaml) in connectors {
             std::fs::write(conn_dir.join(name), yaml.replace("{dir}", &d)).unwrap();
@@ -400,6 +401,23 @@ impl Downstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// Read exactly `n` bytes from `stream` within `deadline`, or fail the test
+/// naming `what` was awaited.
+pub async fn read_exactly(
+    stream: &mut tokio::net::TcpStream,
+    n: usize,
+    what: &str,
+    deadline: Duration,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(deadline, stream.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {n} bytes not read within {deadline:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    buf
 }
 
 /// A loopback port with nothing listening on it.
