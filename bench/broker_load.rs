@@ -4,6 +4,7 @@
 //!
 //! `broker_load setup|run|teardown amqp|nats|redis|postgres|mqtt [N]`
 //! `run` prints one line: `BROKER N messages in S s: R msg/s`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,7 @@
 //! Run with `cargo bench --bench ach`; criterion reports MB/s of ACH text
 //! (`parse/bytes`) and records/s (`parse/records`, padding not counted) for
 //! the same work. Needs `gzip` on the PATH (setup only, not measured).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::hint::black_box;
 use std::path::Path;

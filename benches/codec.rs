@@ -4,6 +4,7 @@
 //!
 //! Run with `cargo bench --bench codec`; criterion reports bytes per second of XML input (and
 //! of XML output for `json_to_xml`).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! iteration moves 2,000 messages through enqueue + dequeue + ack.
 //!
 //! Run with `cargo bench --bench queue`; criterion reports messages per second.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,6 +3,7 @@
 //! exactly what the `filter` step does.
 //!
 //! Run with `cargo bench --bench steps`; criterion reports time per message.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! RabbitMQ through Ferry, against the real broker on 127.0.0.1:5672: a
 //! thousand messages from one queue to another, failures requeued or
 //! dead-lettered, and clear start errors for bad credentials and missing queues.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(feature = "amqp")]
 
 mod common;

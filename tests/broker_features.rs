@@ -5,6 +5,7 @@
 //! one group share a subject, each message once; without a group each gets
 //! all), and the PostgreSQL `listen` wake-up (a NOTIFY brings a new outbox row
 //! at once, although the poll interval is an hour).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(all(
     feature = "redis",
     feature = "mqtt",

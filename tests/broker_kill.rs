@@ -1,6 +1,7 @@
 //! `kill -9` of a real `ferry run` while it consumes from a broker: what it
 //! had not acknowledged is delivered by the next run, so in the end every
 //! message reached the downstream (at least once).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -16,6 +16,7 @@
 //! back without the sessions ("Error saving in-memory database … Permission
 //! denied" in its log), which an earlier attempt took for Mosquitto losing
 //! them.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

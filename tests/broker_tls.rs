@@ -3,6 +3,7 @@
 //! the NATS, MQTT and Redis TLS tests: with the CA in `tls.ca_file` messages
 //! go through; with the system's roots or another CA the route does not
 //! start, at once, with an error that names the fix.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(all(feature = "amqp", feature = "postgres"))]
 
 mod common;

@@ -2,6 +2,7 @@
 //! `schema` prints a usable JSON Schema, `run` stops cleanly on SIGTERM after
 //! finishing the request in flight. Every command runs with a deadline and
 //! every `ferry run` on free ports, so a hang fails with what it waited for.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -11,6 +11,7 @@
 //! end marker inside a delimited frame, too long for a 1-byte length) is
 //! not sent to the source, and the sink must refuse it with 500 naming why;
 //! how many payloads each framing carries is pinned.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

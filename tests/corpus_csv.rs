@@ -7,6 +7,7 @@
 //! Each one gets the outcome docs/corpus.md documents: the rows (values
 //! read off the file by hand, not from Ferry) or the error naming the line.
 //! A file added to the folder without an expectation fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

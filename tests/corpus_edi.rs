@@ -8,6 +8,7 @@
 //! line break. Every file is compared whole with the bytes on disk; the
 //! frames on the TCP side are built and read here by hand, not with Ferry's
 //! codec, so a symmetric framing bug cannot hide.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

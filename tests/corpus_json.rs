@@ -10,6 +10,7 @@
 //! the re-serialised JSON and the XML look like for values parsers disagree on
 //! (duplicate keys, huge numbers, `-0`, lone surrogates); docs/corpus.md
 //! documents the same table.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

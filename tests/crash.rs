@@ -4,6 +4,7 @@
 //! stalled sink under load. Each test has an overall deadline, and the
 //! senders' retries and the kill loop have their own, so an acknowledgement
 //! regression fails instead of hanging.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

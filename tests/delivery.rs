@@ -1,6 +1,7 @@
 //! Delivery guarantees in-process: the embedded queue between routes, retries
 //! while a sink is down, dead letters and their replay, redelivery when even
 //! the dead-letter endpoint fails, and backpressure.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The demo connectors: `timer` in-process, `stdin` → `stdout` through the real
 //! binary with pipes (each line read, and the exit awaited, with a deadline).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! End-to-end: files dropped into a watched folder, converted, written out.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

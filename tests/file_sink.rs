@@ -1,6 +1,7 @@
 //! The file sink confirms a message only once its bytes are written: a reader
 //! that looks right after the 200 finds the whole file (atomic mode) or the
 //! whole line (append mode), and concurrent appends never tear or lose a line.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! End-to-end: real HTTP requests into routes running in-process, real files
 //! and a real downstream HTTP server out.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! The known failures of each suite (the tables of `docs/jsonpath.md`) are pinned by name: the
 //! test fails if any other case fails, if a known failure starts passing (update the list and
 //! the doc), or if any case panics. Run with `--nocapture` to see the reasons.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! corpus as JSON and as text (the text compared with the original, read
 //! without Ferry), HL7 field values read off corpus files by hand, charset
 //! round trips with unmappable characters under both policies.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

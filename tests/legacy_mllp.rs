@@ -4,6 +4,7 @@
 //! inputs get a NAK and never stop the listener. The expected ACK code and
 //! reason of each broken or fuzzed corpus file is pinned by file name, so one
 //! fix plus one new failure cannot pass as "the same count".
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

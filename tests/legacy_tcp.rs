@@ -5,6 +5,7 @@
 //! The framing tests write requests and check replies as literal wire bytes
 //! (`WIRES`), in both directions (Ferry as server and as client), so a bug
 //! that Ferry's encoder and decoder share cannot pass.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

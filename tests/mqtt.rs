@@ -4,6 +4,7 @@
 //! unreachable broker. Passwords and TLS run against private `mosquitto`s on
 //! free ports (the shared one has neither): wrong settings fail the start
 //! fast and clearly, right ones carry a round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(feature = "mqtt")]
 
 mod common;

@@ -4,6 +4,7 @@
 //! Credentials and TLS run against private `nats-server`s on free ports (the
 //! shared one has neither): wrong ones fail the start fast and clearly, right
 //! ones carry a round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(feature = "nats")]
 
 mod common;

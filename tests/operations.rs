@@ -10,6 +10,7 @@
 //!
 //! Every process runs on free loopback ports, is SIGKILLed when its guard is
 //! dropped, and every wait has a deadline that fails with what it waited for.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! PostgreSQL through Ferry, against the real server on 127.0.0.1:5432: a
 //! thousand rows from an outbox table into another table (upserted), failed
 //! rows retried, and clear start errors for a missing table or user.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(feature = "postgres")]
 
 mod common;

@@ -2,6 +2,7 @@
 //! stream entries from one stream to another, failed entries claimed and
 //! retried, the list reliable queue, and a clear error for bad credentials.
 //! TLS runs against a private `redis-server --tls-port` with a throwaway CA.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 #![cfg(feature = "redis")]
 
 mod common;

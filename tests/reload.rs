@@ -1,6 +1,7 @@
 //! Hot reload against a real `ferry run` process: route files rewritten under
 //! load, every way editors and Kubernetes save files, invalid and half-written
 //! files, removed routes.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 mod common;
 

@@ -9,6 +9,7 @@
 //!
 //! Speed is measured by `cargo bench --bench codec`, not here. Peak memory is measured here, in
 //! a child process of this test binary, so that other tests running in parallel do not count.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::error::ConfigError;
 
 /// Replace every `${…}` in `text`, looking variables up with `lookup`.
-pub fn interpolate(
+pub(super) fn interpolate(
     file: &Path,
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,

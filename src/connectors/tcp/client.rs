@@ -34,7 +34,7 @@ use crate::connectors::Resources;
 use crate::connectors::broker::Pool;
 
 /// A byte stream: plain TCP or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Conn = Framed<Box<dyn Io>, FrameCodec>;
