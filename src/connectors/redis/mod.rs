@@ -1,8 +1,8 @@
 //! `redis`: streams (consumer groups), lists (reliable queue) and pub/sub,
 //! over the redis crate. One mode per file, source and sink side together,
-//! each stating its ack mapping: [`streams`] (`XREADGROUP` → `XACK` only when
-//! handled, failures claimed again), [`lists`] (`BLMOVE` to a processing list,
-//! removed only when handled, failures moved back) and [`pubsub`] (no
+//! each stating its ack mapping: `streams.rs` (`XREADGROUP` → `XACK` only when
+//! handled, failures claimed again), `lists.rs` (`BLMOVE` to a processing list,
+//! removed only when handled, failures moved back) and `pubsub.rs` (no
 //! acknowledgement: a message that fails is lost). This file holds the config
 //! types, the shared settings and connections, and the dispatch from the
 //! `Source`/`Sink` traits to the mode.
