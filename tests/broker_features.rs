@@ -19,21 +19,13 @@ use std::time::Duration;
 
 use common::services::{self, MQTT, MQTT_URL, NATS, NATS_URL, POSTGRES, POSTGRES_URL, REDIS};
 use common::services::{REDIS_URL, unique};
-use common::{Ferry, Flaky};
+use common::{Ferry, Flaky, within};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
-/// How long one test may take in all.
+/// How long one test may take in all: a hang anywhere (the engine's start or
+/// shutdown, a broker call) fails the test instead of hanging the suite.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Run a test's body with an overall deadline: a hang anywhere (the
-/// engine's start or shutdown, a broker call) fails the test instead of
-/// hanging the suite, and dropping the body kills any server it started.
-async fn within(body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(DEADLINE, body).await.is_err() {
-        panic!("the test was not done after {DEADLINE:?}");
-    }
-}
 
 fn never(_: u64) -> bool {
     false
@@ -46,13 +38,6 @@ fn body(n: u64) -> String {
 fn n_of(payload: &[u8]) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(payload).expect("a JSON body");
     v["n"].as_u64().expect("a number n")
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 /// `accepted`, sorted, must be exactly `expected`: nothing lost, nothing twice.
@@ -83,7 +68,7 @@ async fn numsub(c: &mut redis::aio::MultiplexedConnection, channel: &str) -> usi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
@@ -120,7 +105,7 @@ async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_pattern_source_gets_every_matching_channel() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
@@ -151,7 +136,7 @@ async fn redis_channel_pattern_source_gets_every_matching_channel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_message_delivered() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
@@ -167,7 +152,7 @@ async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_messa
             "from:\n  http: {{ path: /in }}\nto:\n  - redis: {{ url: \"{REDIS_URL}\", channel: \"{channel}\" }}\n"
         );
         let ferry = Ferry::start(&[("pub.yaml", &route)]).await;
-        let http = http();
+        let http = common::http_client();
         let post = |n: u64| {
             http.post(ferry.url("/in"))
                 .body(body(n))
@@ -260,7 +245,7 @@ async fn mqtt_client(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         use rumqttc::QoS;
         if !services::available(MQTT) {
             return;
@@ -298,7 +283,7 @@ async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_a_failed_qos0_message_is_lost_alone_and_the_next_ones_arrive() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         use rumqttc::QoS;
         if !services::available(MQTT) {
             return;
@@ -384,7 +369,7 @@ async fn two_instances_on(subject: &str, group: Option<&str>, total: u64) -> [Ve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_in_one_queue_group_share_the_messages_each_once() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(NATS) {
             return;
         }
@@ -407,7 +392,7 @@ async fn nats_instances_in_one_queue_group_share_the_messages_each_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_without_a_queue_group_each_get_every_message() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(NATS) {
             return;
         }
@@ -431,7 +416,7 @@ async fn pg_client() -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_notify_wakes_the_source_long_before_its_poll_interval() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(POSTGRES) {
             return;
         }

@@ -144,10 +144,7 @@ async fn kill_9_never_loses_an_acknowledged_message_steps() {
     let done = Arc::new(AtomicBool::new(false));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = format!("http://127.0.0.1:{}/ingest", ferry.http);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = common::http_client_timeout(Duration::from_secs(10));
     let mut senders = Vec::new();
     for _ in 0..16 {
         let (acked, next, url, client) = (acked.clone(), next.clone(), url.clone(), client.clone());

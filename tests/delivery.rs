@@ -6,16 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Downstream, Ferry, closed_port, eventually, files_in};
+use common::{Downstream, Ferry, closed_port, eventually, http_client};
 use ferry::dead_letters::{self, ReplayRequest};
 use serde_json::Value;
 
-fn client() -> reqwest::Client {
-    common::http_client()
-}
-
 async fn post(f: &Ferry, path: &str, body: String) -> u16 {
-    client()
+    http_client()
         .post(f.url(path))
         .body(body)
         .send()
@@ -36,7 +32,7 @@ async fn http_to_queue_to_file_delivers_every_message() {
     ])
     .await;
     for n in 0..100 {
-        let r = client()
+        let r = http_client()
             .post(f.url("/in"))
             .header("x-n", n.to_string())
             .body(format!("{{\"n\":{n}}}"))
@@ -53,14 +49,7 @@ async fn http_to_queue_to_file_delivers_every_message() {
     })
     .await;
     f.stop().await;
-    let mut ids = Vec::new();
-    for path in files_in(&f.path("out")) {
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let n = v["n"].as_u64().unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
-        ids.push(n);
-    }
+    let ids = common::numbered_files(&f.path("out"));
     common::assert_each_once("files written", ids, 0..100);
 }
 
@@ -284,7 +273,7 @@ async fn a_saturated_route_answers_503_with_retry_after() {
     let f = Ferry::start(&[("in.yaml", &route)]).await;
     let mut tasks = Vec::new();
     for _ in 0..6 {
-        let (c, url) = (client(), f.url("/in"));
+        let (c, url) = (http_client(), f.url("/in"));
         tasks.push(tokio::spawn(async move {
             let r = c.post(url).body("{}").send().await.unwrap();
             (r.status().as_u16(), r.headers().get("retry-after").cloned())

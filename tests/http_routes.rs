@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Downstream, Ferry, closed_port, file_names_in, files_in};
+use common::{Downstream, Ferry, closed_port, file_names_in, files_in, http_client};
 use serde_json::Value;
 
 const ORDERS_ROUTE: &str = r#"
@@ -24,18 +24,19 @@ to:
 const BIG_ORDER: &str = r#"<?xml version="1.0"?>
 <order id="A-17"><customer>ACME &amp; Sons</customer><line sku="X1" qty="3"/><total>1250.50</total></order>"#;
 
-fn client() -> reqwest::Client {
-    common::http_client()
-}
-
 async fn post(f: &Ferry, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    client().post(f.url(path)).body(body).send().await.unwrap()
+    http_client()
+        .post(f.url(path))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let resp = client()
+    let resp = http_client()
         .post(f.url("/orders"))
         .header("content-type", "application/xml")
         .body(BIG_ORDER)
@@ -129,9 +130,9 @@ to:
 #[tokio::test]
 async fn unknown_path_is_404_and_wrong_method_is_405() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let r = client().post(f.url("/nope")).send().await.unwrap();
+    let r = http_client().post(f.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = client().get(f.url("/orders")).send().await.unwrap();
+    let r = http_client().get(f.url("/orders")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     f.stop().await;
@@ -299,7 +300,7 @@ to:
   - file: { path: "{dir}/out", name: "{header.x-n}-{uuid}.json" }
 "#;
     let f = Ferry::start(&[("many.yaml", route)]).await;
-    let c = client();
+    let c = http_client();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let c = c.clone();
@@ -320,14 +321,7 @@ to:
     }
     // Each reply came after its file was written, and every write gets a
     // file of its own: a second delivery shows up as a second file.
-    let mut ids = Vec::new();
-    for path in files_in(&f.path("out")) {
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let n = v["n"].as_u64().unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
-        ids.push(n);
-    }
+    let ids = common::numbered_files(&f.path("out"));
     common::assert_each_once("files written", ids, 0..200);
     f.stop().await;
 }

@@ -122,9 +122,15 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// An HTTP client whose requests fail after [`HTTP_TIMEOUT`] instead of
 /// waiting forever on a Ferry that stopped answering.
 pub fn http_client() -> reqwest::Client {
+    http_client_timeout(HTTP_TIMEOUT)
+}
+
+/// Like [`http_client`], with requests that fail after `timeout` instead (a
+/// test whose requests must give up sooner, to retry or to fail fast).
+pub fn http_client_timeout(timeout: Duration) -> reqwest::Client {
     ferry::install_crypto_provider();
     reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("build the test HTTP client")
@@ -147,15 +153,22 @@ pub async fn within<T>(
 /// Wait up to `deadline` for `child` to exit. If it does not, SIGKILL it and
 /// fail the test naming `what` it was waiting for.
 pub fn wait_within(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
+    exited_within(child, what, deadline)
+        .unwrap_or_else(|| panic!("{what}: still running {deadline:?} later, killed with SIGKILL"))
+}
+
+/// Wait up to `deadline` for `child` to exit; None, once SIGKILLed, if it did
+/// not (the caller fails the test, with what it knows).
+fn exited_within(child: &mut Child, what: &str, deadline: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + deadline;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return status,
+            Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{what}: still running {deadline:?} later, killed with SIGKILL");
+                return None;
             }
             Err(e) => panic!("{what}: cannot wait for process {}: {e}", child.id()),
         }
@@ -182,6 +195,8 @@ pub fn terminate(child: &mut Child, what: &str, deadline: Duration) -> ExitStatu
 pub struct ChildGuard {
     child: Child,
     what: String,
+    /// The process's log file, shown when it does not exit in time.
+    log: Option<PathBuf>,
 }
 
 impl ChildGuard {
@@ -190,7 +205,14 @@ impl ChildGuard {
         ChildGuard {
             child,
             what: what.to_string(),
+            log: None,
         }
+    }
+
+    /// Show the file `log` (the process's output) when a wait fails.
+    pub fn with_log(mut self, log: PathBuf) -> ChildGuard {
+        self.log = Some(log);
+        self
     }
 
     pub fn id(&self) -> u32 {
@@ -206,21 +228,37 @@ impl ChildGuard {
         signal(&self.child, sig)
     }
 
+    /// SIGKILL the process and reap it (a crash, as the test wants it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, wait up to `deadline`, then SIGKILL and fail the test.
     pub fn stop(&mut self, deadline: Duration) -> ExitStatus {
-        terminate(&mut self.child, &self.what, deadline)
+        self.signal("TERM");
+        self.exit(&format!("{} to exit after SIGTERM", self.what), deadline)
     }
 
     /// Wait up to `deadline` for the process to exit on its own.
     pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
-        wait_within(&mut self.child, &format!("{} to exit", self.what), deadline)
+        self.exit(&format!("{} to exit", self.what), deadline)
+    }
+
+    fn exit(&mut self, what: &str, deadline: Duration) -> ExitStatus {
+        exited_within(&mut self.child, what, deadline).unwrap_or_else(|| {
+            let log = match &self.log {
+                Some(p) => format!(":\n{}", std::fs::read_to_string(p).unwrap_or_default()),
+                None => String::new(),
+            };
+            panic!("{what}: still running {deadline:?} later, killed with SIGKILL{log}")
+        })
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -303,6 +341,22 @@ pub fn file_names_in(dir: &Path) -> Vec<String> {
     files_in(dir)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The `n` of every JSON file in `dir` (one per delivery), in [`files_in`]
+/// order; fails unless each file is named `{n}-…`.
+pub fn numbered_files(dir: &Path) -> Vec<u64> {
+    files_in(dir)
+        .iter()
+        .map(|path| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            let n = v["n"].as_u64().unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
+            n
+        })
         .collect()
 }
 
