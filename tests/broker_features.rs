@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::services::{self, MQTT, MQTT_URL, NATS, NATS_URL, POSTGRES, POSTGRES_URL, REDIS};
 use common::services::{REDIS_URL, unique};
-use common::{Ferry, Flaky, within};
+use common::{Ferry, Flaky, n_of, within};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
@@ -33,11 +33,6 @@ fn never(_: u64) -> bool {
 
 fn body(n: u64) -> String {
     serde_json::json!({ "n": n }).to_string()
-}
-
-fn n_of(payload: &[u8]) -> u64 {
-    let v: serde_json::Value = serde_json::from_slice(payload).expect("a JSON body");
-    v["n"].as_u64().expect("a number n")
 }
 
 /// `accepted`, sorted, must be exactly `expected`: nothing lost, nothing twice.

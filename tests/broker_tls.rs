@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::private::{Postgres, Rabbit};
 use common::services::{self, TestCa};
@@ -23,19 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(240);
 /// Start routes on connector `private` that must not start; the one reason,
 /// which must come within a few seconds (not a hang) and not leak `secret`.
 async fn start_error(route: &str, connector: &str, secret: &str) -> String {
-    let started = Instant::now();
-    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
-        .await
-        .err()
-        .expect("the route must not start");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the error took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    let e = failed[0].1.clone();
-    eprintln!("start error, as a user sees it: {e}");
+    let e = common::start_error(route, connector, Duration::from_secs(15)).await;
     assert!(!e.contains(secret), "the password leaked: {e}");
     e
 }

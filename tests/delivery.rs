@@ -8,17 +8,9 @@ use std::time::Duration;
 
 use common::{Downstream, Ferry, closed_port, eventually, http_client};
 use ferry::dead_letters::{self, ReplayRequest};
-use serde_json::Value;
 
 async fn post(f: &Ferry, path: &str, body: String) -> u16 {
-    http_client()
-        .post(f.url(path))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    f.post(path, body).await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,11 +166,7 @@ async fn a_sink_that_never_comes_back_fills_the_dead_letter_queue_and_replay_del
         .lock()
         .unwrap()
         .iter()
-        .map(|b| {
-            serde_json::from_str::<Value>(b).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(common::n_of)
         .collect::<Vec<u64>>();
     common::assert_each_once("replayed messages at the sink", ids, 0..10);
 }

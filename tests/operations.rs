@@ -585,11 +585,7 @@ async fn queue_fsync_interval_delivers_every_message_once_and_a_clean_stop_keeps
         std::fs::read_to_string(&out)
             .unwrap_or_default()
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                    .as_u64()
-                    .unwrap()
-            })
+            .map(common::n_of)
             .collect()
     };
     common::eventually(

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::services::{self, Private, REDIS, REDIS_URL, TestCa, unique};
 use common::{Ferry, Flaky};
@@ -66,8 +66,7 @@ async fn a_thousand_entries_move_between_streams_with_their_fields() {
     let mut ns: Vec<u64> = Vec::new();
     for e in &entries.ids {
         let b: String = e.get("body").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-        ns.push(v["n"].as_u64().unwrap());
+        ns.push(common::n_of(&b));
         let origin: String = e.get("origin").unwrap();
         assert_eq!(origin, "test", "fields travel as headers");
     }
@@ -129,14 +128,7 @@ async fn a_list_is_a_reliable_queue() {
     // The list sink got every message (at least once: a message whose HTTP
     // delivery failed is sent to both sinks again).
     let written: Vec<String> = c.lrange(&output, 0, -1).await.unwrap();
-    let written: std::collections::BTreeSet<u64> = written
-        .iter()
-        .map(|b| {
-            serde_json::from_str::<serde_json::Value>(b).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let written: std::collections::BTreeSet<u64> = written.iter().map(common::n_of).collect();
     assert_eq!(written, (0..100).collect(), "the list sink lost messages");
     let _: () = c
         .del(&[&input, &output, &format!("{input}:processing:c1")])
@@ -277,14 +269,7 @@ async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_ste
     ] {
         let route = "from:\n  redis: { connector: private, stream: in }\n";
         let connector = format!("kind: redis\nurl: {url}\n{tls}\n");
-        let started = Instant::now();
-        let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", &connector)])
-            .await
-            .err()
-            .expect("the route must not start");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        eprintln!("start error, as a user sees it: {}", failed[0].1);
-        let e = &failed[0].1;
+        let e = common::start_error(route, &connector, Duration::from_secs(10)).await;
         assert!(e.contains("invalid peer certificate"), "{tls}: {e}");
         assert!(e.contains("set `tls.ca_file`"), "{tls}: {e}");
     }

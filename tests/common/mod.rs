@@ -104,6 +104,16 @@ impl Ferry {
         format!("http://{}{}", self.addr.expect("no http listener"), path)
     }
 
+    /// POST `body` to `path` with [`http_client`]; no answer fails the test.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        http_client()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// Shut the engine down, failing the test if that takes longer than a
     /// minute (a shutdown regression must not hang the suite).
     pub async fn stop(&self) {
@@ -114,6 +124,26 @@ impl Ferry {
         )
         .await
     }
+}
+
+/// Start `route` (file `r.yaml`) with `connector` as connector `private`,
+/// which must fail: the one route's reason, which must come within `limit`
+/// (a start that hangs on a bad connection is a bug too).
+pub async fn start_error(route: &str, connector: &str, limit: Duration) -> String {
+    let started = Instant::now();
+    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
+        .await
+        .err()
+        .expect("the route must not start");
+    assert!(
+        started.elapsed() < limit,
+        "the error took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let e = failed[0].1.clone();
+    eprintln!("start error, as a user sees it: {e}");
+    e
 }
 
 /// How long any test HTTP request may take before it fails.
@@ -344,15 +374,20 @@ pub fn file_names_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The number `n` of a JSON body (what the tests send); fails the test
+/// unless it has one.
+pub fn n_of(json: impl AsRef<[u8]>) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(json.as_ref()).expect("a JSON body");
+    v["n"].as_u64().expect("a number n")
+}
+
 /// The `n` of every JSON file in `dir` (one per delivery), in [`files_in`]
 /// order; fails unless each file is named `{n}-…`.
 pub fn numbered_files(dir: &Path) -> Vec<u64> {
     files_in(dir)
         .iter()
         .map(|path| {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-            let n = v["n"].as_u64().unwrap();
+            let n = n_of(std::fs::read(path).unwrap());
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
             n
