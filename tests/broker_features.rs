@@ -43,14 +43,6 @@ fn assert_each_once(what: &str, mut accepted: Vec<u64>, expected: impl Iterator<
 
 // ---------------------------------------------------------------- Redis pub/sub
 
-async fn redis_con() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis")
-}
-
 async fn numsub(c: &mut redis::aio::MultiplexedConnection, channel: &str) -> usize {
     let (_, n): (String, usize) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
@@ -67,7 +59,7 @@ async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let channel = unique("ferry:chan");
         // No subscriber yet: Redis counts no receiver and keeps nothing.
         for n in 0..5 {
@@ -104,7 +96,7 @@ async fn redis_channel_pattern_source_gets_every_matching_channel() {
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let prefix = unique("ferry:pat");
         let downstream = Flaky::start(never, never).await;
         let route = format!(
@@ -135,7 +127,7 @@ async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_messa
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let channel = unique("ferry:out");
         let mut subscriber = redis::Client::open(REDIS_URL)
             .unwrap()

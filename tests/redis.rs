@@ -12,14 +12,6 @@ use common::services::{self, Private, REDIS, REDIS_URL, TestCa, unique};
 use common::{Ferry, Flaky};
 use redis::AsyncCommands;
 
-async fn con() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis")
-}
-
 fn body(i: u64) -> String {
     serde_json::json!({ "n": i, "pad": "x".repeat(64) }).to_string()
 }
@@ -33,7 +25,7 @@ async fn a_thousand_entries_move_between_streams_with_their_fields() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let (input, output) = (unique("ferry:in"), unique("ferry:out"));
     for i in 0..1000u64 {
         let _: String = c
@@ -82,7 +74,7 @@ async fn failed_entries_stay_pending_and_are_claimed_again() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let input = unique("ferry:in");
     for i in 0..200u64 {
         let _: String = c.xadd(&input, "*", &[("body", body(i))]).await.unwrap();
@@ -107,7 +99,7 @@ async fn a_list_is_a_reliable_queue() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let (input, output) = (unique("ferry:list"), unique("ferry:list-out"));
     for i in 0..100u64 {
         let _: usize = c.lpush(&input, body(i)).await.unwrap();

@@ -119,6 +119,16 @@ pub(super) fn wait_ready(
     }
 }
 
+/// A connection to the shared Redis ([`REDIS_URL`]).
+#[cfg(feature = "redis")]
+pub async fn redis_con() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
+}
+
 /// Write route and connector files (`(relative path, text)`) into `dir`.
 pub fn write_files(dir: &Path, files: &[(&str, String)]) {
     for (name, text) in files {
