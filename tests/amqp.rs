@@ -80,8 +80,7 @@ async fn collect(ch: &Channel, queue: &str, n: usize, timeout: Duration) -> (Vec
                 got.len()
             ),
         };
-        let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
-        got.push(v["n"].as_u64().unwrap());
+        got.push(common::n_of(&d.data));
         if let (true, Some(AMQPValue::LongString(s))) = (
             origin.is_empty(),
             d.properties

@@ -20,21 +20,13 @@ use std::time::Duration;
 
 use common::services::{self, MQTT, MQTT_URL, NATS, NATS_URL, POSTGRES, POSTGRES_URL, REDIS};
 use common::services::{REDIS_URL, unique};
-use common::{Ferry, Flaky};
+use common::{Ferry, Flaky, n_of, within};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
-/// How long one test may take in all.
+/// How long one test may take in all: a hang anywhere (the engine's start or
+/// shutdown, a broker call) fails the test instead of hanging the suite.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Run a test's body with an overall deadline: a hang anywhere (the
-/// engine's start or shutdown, a broker call) fails the test instead of
-/// hanging the suite, and dropping the body kills any server it started.
-async fn within(body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(DEADLINE, body).await.is_err() {
-        panic!("the test was not done after {DEADLINE:?}");
-    }
-}
 
 fn never(_: u64) -> bool {
     false
@@ -44,18 +36,6 @@ fn body(n: u64) -> String {
     serde_json::json!({ "n": n }).to_string()
 }
 
-fn n_of(payload: &[u8]) -> u64 {
-    let v: serde_json::Value = serde_json::from_slice(payload).expect("a JSON body");
-    v["n"].as_u64().expect("a number n")
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// `accepted`, sorted, must be exactly `expected`: nothing lost, nothing twice.
 fn assert_each_once(what: &str, mut accepted: Vec<u64>, expected: impl Iterator<Item = u64>) {
     accepted.sort();
@@ -63,14 +43,6 @@ fn assert_each_once(what: &str, mut accepted: Vec<u64>, expected: impl Iterator<
 }
 
 // ---------------------------------------------------------------- Redis pub/sub
-
-async fn redis_con() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis")
-}
 
 async fn numsub(c: &mut redis::aio::MultiplexedConnection, channel: &str) -> usize {
     let (_, n): (String, usize) = redis::cmd("PUBSUB")
@@ -84,11 +56,11 @@ async fn numsub(c: &mut redis::aio::MultiplexedConnection, channel: &str) -> usi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let channel = unique("ferry:chan");
         // No subscriber yet: Redis counts no receiver and keeps nothing.
         for n in 0..5 {
@@ -121,11 +93,11 @@ async fn redis_channel_source_gets_only_what_is_published_while_it_is_subscribed
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_pattern_source_gets_every_matching_channel() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let prefix = unique("ferry:pat");
         let downstream = Flaky::start(never, never).await;
         let route = format!(
@@ -152,11 +124,11 @@ async fn redis_channel_pattern_source_gets_every_matching_channel() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_message_delivered() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(REDIS) {
             return;
         }
-        let mut c = redis_con().await;
+        let mut c = services::redis_con().await;
         let channel = unique("ferry:out");
         let mut subscriber = redis::Client::open(REDIS_URL)
             .unwrap()
@@ -168,7 +140,7 @@ async fn redis_channel_sink_publishes_to_subscribers_and_counts_an_unheard_messa
             "from:\n  http: {{ path: /in }}\nto:\n  - redis: {{ url: \"{REDIS_URL}\", channel: \"{channel}\" }}\n"
         );
         let ferry = Ferry::start(&[("pub.yaml", &route)]).await;
-        let http = http();
+        let http = common::http_client();
         let post = |n: u64| {
             http.post(ferry.url("/in"))
                 .body(body(n))
@@ -261,7 +233,7 @@ async fn mqtt_client(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         use rumqttc::QoS;
         if !services::available(MQTT) {
             return;
@@ -299,7 +271,7 @@ async fn mqtt_qos0_source_and_sink_carry_messages_at_qos_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_a_failed_qos0_message_is_lost_alone_and_the_next_ones_arrive() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         use rumqttc::QoS;
         if !services::available(MQTT) {
             return;
@@ -385,7 +357,7 @@ async fn two_instances_on(subject: &str, group: Option<&str>, total: u64) -> [Ve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_in_one_queue_group_share_the_messages_each_once() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(NATS) {
             return;
         }
@@ -408,7 +380,7 @@ async fn nats_instances_in_one_queue_group_share_the_messages_each_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_instances_without_a_queue_group_each_get_every_message() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(NATS) {
             return;
         }
@@ -432,7 +404,7 @@ async fn pg_client() -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_notify_wakes_the_source_long_before_its_poll_interval() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         if !services::available(POSTGRES) {
             return;
         }

@@ -193,8 +193,7 @@ async fn nats_restart_mid_stream_loses_nothing_steps() {
             .unwrap_or_else(|_| panic!("only {} of {N} in OUT", seen.len()))
             .unwrap()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        seen.insert(v["n"].as_u64().unwrap());
+        seen.insert(common::n_of(&m.payload));
     }
     ferry.stop().await;
     assert_eq!(seen.len() as u64, N);
@@ -344,8 +343,7 @@ async fn rabbitmq_restart_mid_stream_loses_nothing_steps() {
             .unwrap_or_else(|_| panic!("only {} of {N} in {output}", seen.len()))
             .unwrap()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
-        seen.insert(v["n"].as_u64().unwrap());
+        seen.insert(common::n_of(&d.data));
     }
     ferry.stop().await;
     for q in [&input, &output] {

@@ -9,40 +9,22 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::private::{Postgres, Rabbit};
 use common::services::{self, TestCa};
-use common::{Ferry, Flaky};
+use common::{Ferry, Flaky, within};
 
-/// How long one test may take in all.
+/// How long one test may take in all: a hang anywhere (starting a private
+/// server, the engine's start or shutdown, a broker call) fails the test
+/// instead of hanging the suite, and dropping the body kills any server it
+/// started.
 const DEADLINE: Duration = Duration::from_secs(240);
-
-/// Run a test's body with an overall deadline: a hang anywhere (starting a private server, the
-/// engine's start or shutdown, a broker call) fails the test instead of
-/// hanging the suite, and dropping the body kills any server it started.
-async fn within(body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(DEADLINE, body).await.is_err() {
-        panic!("the test was not done after {DEADLINE:?}");
-    }
-}
 
 /// Start routes on connector `private` that must not start; the one reason,
 /// which must come within a few seconds (not a hang) and not leak `secret`.
 async fn start_error(route: &str, connector: &str, secret: &str) -> String {
-    let started = Instant::now();
-    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
-        .await
-        .err()
-        .expect("the route must not start");
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the error took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    let e = failed[0].1.clone();
-    eprintln!("start error, as a user sees it: {e}");
+    let e = common::start_error(route, connector, Duration::from_secs(15)).await;
     assert!(!e.contains(secret), "the password leaked: {e}");
     e
 }
@@ -61,7 +43,7 @@ fn amqps_url(rabbit: &Rabbit) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         let Some(ca) = TestCa::generate() else { return };
         let Some(rabbit) = Rabbit::start_tls(&ca) else {
             return;
@@ -86,10 +68,7 @@ async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
             &[("private.yaml", &connector)],
         )
         .await;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let http = common::http_client();
         for n in 0..20u64 {
             let r = http
                 .post(ferry.url("/in"))
@@ -115,7 +94,7 @@ async fn amqp_tls_with_the_ca_file_trusted_carries_messages_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn amqp_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         let Some(ca) = TestCa::generate() else { return };
         let Some(rabbit) = Rabbit::start_tls(&ca) else {
             return;
@@ -160,7 +139,7 @@ async fn pg_client(ca: &TestCa, port: u16) -> tokio_postgres::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         let Some(ca) = TestCa::generate() else { return };
         let Some(pg) = Postgres::start_tls(&ca) else {
             return;
@@ -219,7 +198,7 @@ async fn postgres_tls_with_the_ca_file_trusted_moves_rows_over_tls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_tls_without_the_servers_ca_fails_the_start_with_a_certificate_error() {
-    within(async {
+    within("the test to finish", DEADLINE, async {
         let Some(ca) = TestCa::generate() else { return };
         let Some(pg) = Postgres::start_tls(&ca) else {
             return;

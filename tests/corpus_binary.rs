@@ -296,7 +296,7 @@ async fn payloads_out_of_a_tcp_sink_are_framed_exactly_or_refused_with_the_reaso
         ));
     }
     let f = Ferry::start(&routes).await;
-    let c = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let c = common::http_client_timeout(WAIT);
     let payloads = payloads();
     for (i, (w, rx)) in wires.iter().zip(servers.iter_mut()).enumerate() {
         let mut carried = 0;

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Ferry, corpus};
 use serde_json::{Value, json};
 
@@ -287,13 +285,7 @@ async fn start() -> (Ferry, reqwest::Client) {
             )
         })
         .collect();
-    // The engine installs the TLS crypto provider the client needs.
-    let f = Ferry::start(&routes).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    (f, client)
+    (Ferry::start(&routes).await, common::http_client())
 }
 
 async fn post(c: &reqwest::Client, f: &Ferry, route: &str, file: &str) -> (u16, Value) {

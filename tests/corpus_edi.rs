@@ -128,7 +128,7 @@ async fn edi_files_posted_over_http_reach_the_downstream_byte_for_byte() {
         "from:\n  http: {{ path: /edi }}\nto:\n  - http: {{ url: \"{url}\", forward_headers: [x-name] }}\n"
     );
     let f = Ferry::start(&[("edi.yaml", &route)]).await;
-    let c = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let c = common::http_client_timeout(WAIT);
     let files = edi_files();
     for (name, bytes) in &files {
         let r = c

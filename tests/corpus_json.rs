@@ -92,10 +92,7 @@ fn name(p: &std::path::Path) -> String {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    common::http_client_timeout(Duration::from_secs(10))
 }
 
 /// POST the file; a hang or a dropped connection fails with the file's name.

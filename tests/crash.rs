@@ -10,18 +10,18 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Downstream, closed_port, http_client};
+use common::{ChildGuard, Downstream, closed_port, http_client};
 
 struct Ferry {
     dir: PathBuf,
     http: u16,
     admin: u16,
-    child: Option<Child>,
+    /// The running process; SIGKILLed when dropped.
+    child: Option<ChildGuard>,
 }
 
 impl Ferry {
@@ -40,7 +40,7 @@ impl Ferry {
             .env("FERRY_LOG", "error")
             .spawn()
             .unwrap();
-        self.child = Some(child);
+        self.child = Some(ChildGuard::new("ferry run", child));
         let client = http_client();
         let end = Instant::now() + Duration::from_secs(30);
         loop {
@@ -53,7 +53,7 @@ impl Ferry {
             if ready {
                 return;
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.child().try_wait()) {
                 panic!("ferry run exited ({status}) before it became ready");
             }
             assert!(
@@ -65,10 +65,8 @@ impl Ferry {
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // Dropping the guard SIGKILLs the process and reaps it.
+        self.child = None;
     }
 
     fn pid(&self) -> u32 {
@@ -91,12 +89,6 @@ impl Ferry {
                 .and_then(|q| q["messages"].as_u64())
                 .unwrap_or(0),
         )
-    }
-}
-
-impl Drop for Ferry {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -145,10 +137,7 @@ async fn kill_9_never_loses_an_acknowledged_message_steps() {
     let done = Arc::new(AtomicBool::new(false));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = format!("http://127.0.0.1:{}/ingest", ferry.http);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = common::http_client_timeout(Duration::from_secs(10));
     let mut senders = Vec::new();
     for _ in 0..16 {
         let (acked, next, url, client) = (acked.clone(), next.clone(), url.clone(), client.clone());

@@ -7,23 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Downstream, Ferry, closed_port, eventually, files_in};
+use common::{Downstream, Ferry, closed_port, eventually, http_client};
 use ferry::dead_letters::{self, ReplayRequest};
-use serde_json::Value;
-
-fn client() -> reqwest::Client {
-    common::http_client()
-}
 
 async fn post(f: &Ferry, path: &str, body: String) -> u16 {
-    client()
-        .post(f.url(path))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    f.post(path, body).await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -37,7 +25,7 @@ async fn http_to_queue_to_file_delivers_every_message() {
     ])
     .await;
     for n in 0..100 {
-        let r = client()
+        let r = http_client()
             .post(f.url("/in"))
             .header("x-n", n.to_string())
             .body(format!("{{\"n\":{n}}}"))
@@ -54,14 +42,7 @@ async fn http_to_queue_to_file_delivers_every_message() {
     })
     .await;
     f.stop().await;
-    let mut ids = Vec::new();
-    for path in files_in(&f.path("out")) {
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let n = v["n"].as_u64().unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
-        ids.push(n);
-    }
+    let ids = common::numbered_files(&f.path("out"));
     common::assert_each_once("files written", ids, 0..100);
 }
 
@@ -186,11 +167,7 @@ async fn a_sink_that_never_comes_back_fills_the_dead_letter_queue_and_replay_del
         .lock()
         .unwrap()
         .iter()
-        .map(|b| {
-            serde_json::from_str::<Value>(b).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(common::n_of)
         .collect::<Vec<u64>>();
     common::assert_each_once("replayed messages at the sink", ids, 0..10);
 }
@@ -285,7 +262,7 @@ async fn a_saturated_route_answers_503_with_retry_after() {
     let f = Ferry::start(&[("in.yaml", &route)]).await;
     let mut tasks = Vec::new();
     for _ in 0..6 {
-        let (c, url) = (client(), f.url("/in"));
+        let (c, url) = (http_client(), f.url("/in"));
         tasks.push(tokio::spawn(async move {
             let r = c.post(url).body("{}").send().await.unwrap();
             (r.status().as_u16(), r.headers().get("retry-after").cloned())

@@ -17,6 +17,15 @@ fn body(n: usize, size: usize) -> String {
     format!("{{\"n\":{n},\"pad\":\"{pad}\"}}")
 }
 
+/// A Ferry that appends each body posted to `/a` as a line of
+/// `out/log.jsonl`, `concurrency` messages at a time.
+async fn appending(concurrency: usize) -> Ferry {
+    let route = format!(
+        "from:\n  http: {{ path: /a }}\nconcurrency: {concurrency}\nto:\n  - file: {{ path: \"{{dir}}/out\", name: log.jsonl, append: true }}\n"
+    );
+    Ferry::start(&[("a.yaml", route)]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_each_200_the_file_is_already_complete_in_place() {
     let route = r#"
@@ -57,14 +66,7 @@ to:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_each_200_the_line_is_already_appended() {
-    let route = r#"
-from:
-  http: { path: /a }
-concurrency: 4
-to:
-  - file: { path: "{dir}/out", name: log.jsonl, append: true }
-"#;
-    let f = Ferry::start(&[("a.yaml", route)]).await;
+    let f = appending(4).await;
     let c = common::http_client();
     let log = f.path("out/log.jsonl");
     const N: usize = 3_000;
@@ -83,28 +85,14 @@ to:
         );
     }
     let text = std::fs::read_to_string(&log).unwrap();
-    let ns: Vec<u64> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let ns: Vec<u64> = text.lines().map(common::n_of).collect();
     assert_eq!(ns, (0..N as u64).collect::<Vec<_>>());
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_from_many_connections_keep_every_line_whole() {
-    let route = r#"
-from:
-  http: { path: /a }
-concurrency: 32
-to:
-  - file: { path: "{dir}/out", name: log.jsonl, append: true }
-"#;
-    let f = Ferry::start(&[("a.yaml", route)]).await;
+    let f = appending(32).await;
     const CONNS: usize = 32;
     const EACH: usize = 100;
     let mut tasks = Vec::new();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Downstream, Ferry, closed_port, file_names_in, files_in};
+use common::{Downstream, Ferry, closed_port, file_names_in, files_in, http_client};
 use serde_json::Value;
 
 const ORDERS_ROUTE: &str = r#"
@@ -25,18 +25,10 @@ to:
 const BIG_ORDER: &str = r#"<?xml version="1.0"?>
 <order id="A-17"><customer>ACME &amp; Sons</customer><line sku="X1" qty="3"/><total>1250.50</total></order>"#;
 
-fn client() -> reqwest::Client {
-    common::http_client()
-}
-
-async fn post(f: &Ferry, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    client().post(f.url(path)).body(body).send().await.unwrap()
-}
-
 #[tokio::test]
 async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let resp = client()
+    let resp = http_client()
         .post(f.url("/orders"))
         .header("content-type", "application/xml")
         .body(BIG_ORDER)
@@ -63,12 +55,9 @@ async fn xml_post_becomes_filtered_enriched_json_in_a_file() {
 #[tokio::test]
 async fn filtered_message_is_acked_not_delivered() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let resp = post(
-        &f,
-        "/orders",
-        r#"<order id="small"><total>3</total></order>"#,
-    )
-    .await;
+    let resp = f
+        .post("/orders", r#"<order id="small"><total>3</total></order>"#)
+        .await;
     assert_eq!(resp.status(), 204);
     assert!(
         resp.headers()["ferry-dropped"]
@@ -78,7 +67,7 @@ async fn filtered_message_is_acked_not_delivered() {
     );
     // Only the order that passes the filter lands in the folder, so a wrong
     // folder cannot pass for "nothing written".
-    assert_eq!(post(&f, "/orders", BIG_ORDER).await.status(), 200);
+    assert_eq!(f.post("/orders", BIG_ORDER).await.status(), 200);
     assert_eq!(file_names_in(&f.path("out")), ["order-A-17.json"]);
     f.stop().await;
 }
@@ -86,7 +75,9 @@ async fn filtered_message_is_acked_not_delivered() {
 #[tokio::test]
 async fn bad_input_gets_400_with_the_reason_and_the_route_keeps_running() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let malformed = post(&f, "/orders", "<order id=\"1\"><total>5</total></ordr>").await;
+    let malformed = f
+        .post("/orders", "<order id=\"1\"><total>5</total></ordr>")
+        .await;
     assert_eq!(malformed.status(), 400);
     let err: Value = malformed.json().await.unwrap();
     assert!(
@@ -95,10 +86,10 @@ async fn bad_input_gets_400_with_the_reason_and_the_route_keeps_running() {
     );
     assert_eq!(err["stage"], "step 1 (xml_to_json)");
 
-    let not_utf8 = post(&f, "/orders", b"<order>\xff\xfe</order>".to_vec()).await;
+    let not_utf8 = f.post("/orders", b"<order>\xff\xfe</order>".to_vec()).await;
     assert_eq!(not_utf8.status(), 400);
 
-    let ok = post(&f, "/orders", BIG_ORDER).await;
+    let ok = f.post("/orders", BIG_ORDER).await;
     assert_eq!(ok.status(), 200);
     f.stop().await;
 }
@@ -112,15 +103,15 @@ to:
   - file: { path: "{dir}/out" }
 "#;
     let f = Ferry::start(&[("small.yaml", route)]).await;
-    let resp = post(&f, "/small", vec![b'x'; 2048]).await;
+    let resp = f.post("/small", vec![b'x'; 2048]).await;
     assert_eq!(resp.status(), 413);
     // A chunked body (no Content-Length) is cut off at the limit too.
     let chunks =
         futures_util::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
-    let resp = post(&f, "/small", reqwest::Body::wrap_stream(chunks)).await;
+    let resp = f.post("/small", reqwest::Body::wrap_stream(chunks)).await;
     assert_eq!(resp.status(), 413);
     // A body within the limit is written, and it is the only file there.
-    assert_eq!(post(&f, "/small", "within").await.status(), 200);
+    assert_eq!(f.post("/small", "within").await.status(), 200);
     let files = files_in(&f.path("out"));
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), "within");
@@ -130,9 +121,9 @@ to:
 #[tokio::test]
 async fn unknown_path_is_404_and_wrong_method_is_405() {
     let f = Ferry::start(&[("orders.yaml", ORDERS_ROUTE)]).await;
-    let r = client().post(f.url("/nope")).send().await.unwrap();
+    let r = http_client().post(f.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = client().get(f.url("/orders")).send().await.unwrap();
+    let r = http_client().get(f.url("/orders")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     f.stop().await;
@@ -154,14 +145,14 @@ to:
 "#;
     let f = Ferry::start(&[("loop.yaml", route)]).await;
     let started = Instant::now();
-    let resp = post(&f, "/loop", r#"{"spin": true}"#).await;
+    let resp = f.post("/loop", r#"{"spin": true}"#).await;
     assert_eq!(resp.status(), 500);
     let err: Value = resp.json().await.unwrap();
     let text = err["error"].as_str().unwrap();
     assert!(text.contains("script failed at script line"), "{text}");
     assert!(text.to_lowercase().contains("operations"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let ok = post(&f, "/loop", r#"{"spin": false}"#).await;
+    let ok = f.post("/loop", r#"{"spin": false}"#).await;
     assert_eq!(ok.status(), 200);
     f.stop().await;
 }
@@ -191,7 +182,7 @@ errors:
 "#
     );
     let f = Ferry::start(&[("down.yaml", &route), ("down-dl.yaml", &with_dl)]).await;
-    let resp = post(&f, "/down", "{}").await;
+    let resp = f.post("/down", "{}").await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     let err: Value = resp.json().await.unwrap();
@@ -200,7 +191,7 @@ errors:
         "{err}"
     );
 
-    let resp = post(&f, "/down-dl", r#"{"n":1}"#).await;
+    let resp = f.post("/down-dl", r#"{"n":1}"#).await;
     assert_eq!(resp.status(), 202);
     let dead = files_in(&f.path("dead"));
     assert_eq!(dead.len(), 1);
@@ -238,11 +229,11 @@ async fn downstream_4xx_is_permanent_and_not_retried_5xx_is_retried() {
     let routes: Vec<(&str, &str)> = routes.iter().map(|(a, b)| (*a, b.as_str())).collect();
     let f = Ferry::start(&routes).await;
 
-    let r = post(&f, "/reject", r#"{"a":1}"#).await;
+    let r = f.post("/reject", r#"{"a":1}"#).await;
     assert_eq!(r.status(), 500);
     assert_eq!(rejecting.hits(), 1, "a 4xx must not be retried");
 
-    let r = post(&f, "/flaky", r#"{"a":1}"#).await;
+    let r = f.post("/flaky", r#"{"a":1}"#).await;
     assert_eq!(r.status(), 200);
     assert_eq!(flaky.hits(), 3, "two 503s, then delivered");
     let bodies = flaky.bodies.lock().unwrap().clone();
@@ -271,7 +262,7 @@ to:
     );
     let f = Ferry::start(&[("both.yaml", &route)]).await;
     let started = Instant::now();
-    let r = post(&f, "/both", r#"{"id": 7, "tags": ["x", "y"]}"#).await;
+    let r = f.post("/both", r#"{"id": 7, "tags": ["x", "y"]}"#).await;
     assert_eq!(r.status(), 200);
     assert!(
         started.elapsed() >= Duration::from_millis(300),
@@ -300,7 +291,7 @@ to:
   - file: { path: "{dir}/out", name: "{header.x-n}-{uuid}.json" }
 "#;
     let f = Ferry::start(&[("many.yaml", route)]).await;
-    let c = client();
+    let c = http_client();
     let mut tasks = Vec::new();
     for n in 0..200 {
         let c = c.clone();
@@ -321,14 +312,7 @@ to:
     }
     // Each reply came after its file was written, and every write gets a
     // file of its own: a second delivery shows up as a second file.
-    let mut ids = Vec::new();
-    for path in files_in(&f.path("out")) {
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let n = v["n"].as_u64().unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
-        ids.push(n);
-    }
+    let ids = common::numbered_files(&f.path("out"));
     common::assert_each_once("files written", ids, 0..200);
     f.stop().await;
 }

@@ -27,10 +27,7 @@ fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 async fn post(f: &Ferry, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let r = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .unwrap()
+    let r = common::http_client()
         .post(f.url(path))
         .body(body)
         .send()

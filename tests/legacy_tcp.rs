@@ -322,7 +322,7 @@ async fn tcp_call_writes_and_reads_the_literal_wire_bytes_of_every_framing() {
         backends.push((w.name, sent, rx));
     }
     let f = Ferry::start(&routes).await;
-    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let client = common::http_client_timeout(WAIT);
     for (name, sent, mut rx) in backends {
         let r = client
             .post(f.url(&format!("/{name}")))
@@ -517,7 +517,7 @@ async fn the_sink_reconnects_when_the_peer_closed_a_pooled_connection() {
         "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"{backend}\", reply: any, pool: 1, timeout: 5s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
     );
     let f = Ferry::start(&[("send.yaml", &route)]).await;
-    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let client = common::http_client_timeout(WAIT);
     for i in 0..3 {
         let r = client
             .post(f.url("/send"))
@@ -538,10 +538,7 @@ async fn an_unreachable_endpoint_is_a_retryable_failure() {
         "from:\n  http: {{ path: /send }}\nto:\n  - tcp: {{ connect: \"127.0.0.1:{port}\", timeout: 2s }}\nerrors:\n  retry: {{ attempts: 1 }}\n"
     );
     let f = Ferry::start(&[("send.yaml", &route)]).await;
-    let r = reqwest::Client::builder()
-        .timeout(WAIT)
-        .build()
-        .unwrap()
+    let r = common::http_client_timeout(WAIT)
         .post(f.url("/send"))
         .body("x")
         .send()
@@ -732,7 +729,7 @@ async fn counting_backend(framing: Framing) -> (SocketAddr, Arc<std::sync::atomi
 /// Send `n` messages at once through the http route and `n` pipelined frames
 /// through the tcp route; every one must come back answered by the backend.
 async fn exercise_both_routes(f: &Ferry, n: usize) {
-    let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+    let client = common::http_client_timeout(WAIT);
     let posts = (0..n).map(|i| {
         let req = client.post(f.url("/send")).body(format!("s{i}")).send();
         async move { req.await.unwrap().status() }

@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::services::{self, MQTT, MQTT_URL, Private, TestCa, unique};
 use common::{Ferry, Flaky};
@@ -95,8 +95,7 @@ async fn a_thousand_qos1_messages_move_between_topics() {
             .await
             .unwrap_or_else(|_| panic!("only {} of 1000 arrived", seen.len()))
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-        seen.insert(v["n"].as_u64().unwrap());
+        seen.insert(common::n_of(&p));
     }
     ferry.stop().await;
     assert_eq!(seen.len(), 1000);
@@ -200,8 +199,7 @@ async fn round_trip_through(opts: impl Fn() -> MqttOptions, connector: &str) {
             .await
             .unwrap_or_else(|_| panic!("only {} of 20 arrived", seen.len()))
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-        seen.insert(v["n"].as_u64().unwrap());
+        seen.insert(common::n_of(&p));
     }
     ferry.stop().await;
     assert_eq!(seen, (0..20).collect());
@@ -211,18 +209,7 @@ async fn round_trip_through(opts: impl Fn() -> MqttOptions, connector: &str) {
 /// come within a few seconds (not a hang).
 async fn start_error(connector: &str) -> String {
     let route = "from:\n  mqtt: { connector: private, topics: [a/b] }\n";
-    let started = Instant::now();
-    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
-        .await
-        .err()
-        .expect("the route must not start");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the error took {:?}",
-        started.elapsed()
-    );
-    eprintln!("start error, as a user sees it: {}", failed[0].1);
-    failed[0].1.clone()
+    common::start_error(route, connector, Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use common::services::{self, NATS, NATS_URL, Private, TestCa, unique};
@@ -269,18 +269,7 @@ async fn round_trip_through(client: async_nats::Client, connector: &str) {
 /// come within a few seconds (not a hang).
 async fn start_error(connector: &str) -> String {
     let route = "from:\n  nats: { connector: private, subject: in.x }\n";
-    let started = Instant::now();
-    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
-        .await
-        .err()
-        .expect("the route must not start");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the error took {:?}",
-        started.elapsed()
-    );
-    eprintln!("start error, as a user sees it: {}", failed[0].1);
-    failed[0].1.clone()
+    common::start_error(route, connector, Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

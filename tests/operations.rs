@@ -16,31 +16,19 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Downstream;
+use common::{ChildGuard, Downstream, HTTP_TIMEOUT};
 
 /// A `ferry run` in its own temp folder, stderr in `ferry.log`; killed on
 /// drop so a failed assertion never leaves a process behind.
 struct Running {
-    child: Child,
+    child: ChildGuard,
     dir: tempfile::TempDir,
     http: u16,
     admin: u16,
     client: reqwest::Client,
-}
-
-/// Request timeout of every test HTTP call: a Ferry that stops answering
-/// fails the test instead of hanging it.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn client() -> reqwest::Client {
-    ferry::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .unwrap()
 }
 
 fn write_files(dir: &Path, files: &[(&str, &str)]) {
@@ -66,16 +54,18 @@ impl Running {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let child = ChildGuard::new("ferry run", cmd.spawn().expect("spawn ferry run"))
+            .with_log(dir.path().join("ferry.log"));
         let mut ferry = Running {
-            child: cmd.spawn().expect("spawn ferry run"),
+            child,
             dir,
             http,
             admin,
-            client: client(),
+            client: common::http_client(),
         };
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = ferry.child.try_wait().unwrap() {
+            if let Some(status) = ferry.child.child().try_wait().unwrap() {
                 panic!("ferry run exited with {status} at start:\n{}", ferry.log());
             }
             if let Ok(r) = ferry.client.get(ferry.admin_url("/ready")).send().await
@@ -139,69 +129,31 @@ impl Running {
     }
 
     fn sigterm(&self) {
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
+        self.child.signal("TERM");
     }
 
     /// Wait for the process to exit; after `deadline`, SIGKILL it and fail.
-    async fn exit_status(&mut self, deadline: Duration) -> ExitStatus {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > end {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "ferry run still running {deadline:?} after SIGTERM; killed:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    fn exit_status(&mut self, deadline: Duration) -> ExitStatus {
+        // A blocking wait: the runtime's other workers keep serving the
+        // in-process downstreams meanwhile.
+        tokio::task::block_in_place(|| self.child.wait(deadline))
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Run a `ferry` subcommand in `dir` with `env` to completion; its stdout
-/// and stderr together. Killed, and the test failed, after 60 s.
-async fn ferry_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .current_dir(dir)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ferry {args:?} did not finish in 60s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+/// Run a `ferry` subcommand in `dir` with `env` to completion; its stdout,
+/// then its stderr. Killed, and the test failed, after 60 s.
+fn ferry_cmd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.current_dir(dir).args(args).envs(env.iter().copied());
+    let out =
+        tokio::task::block_in_place(|| common::output_within(&mut cmd, Duration::from_secs(60)));
     (
-        status.success(),
-        std::fs::read_to_string(out.path()).unwrap(),
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -339,7 +291,7 @@ async fn sigterm_turns_ready_and_new_requests_503_while_the_request_in_flight_fi
         1,
         "the 503 request never reached the downstream"
     );
-    let status = ferry.exit_status(Duration::from_secs(30)).await;
+    let status = ferry.exit_status(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", ferry.log());
 }
 
@@ -360,7 +312,7 @@ async fn a_request_unfinished_at_the_drain_timeout_gets_503_and_ferry_exits_0() 
     .await;
     ferry.sigterm();
     // Without the drain timeout the exit would wait for the downstream's minute.
-    let status = ferry.exit_status(Duration::from_secs(30)).await;
+    let status = ferry.exit_status(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", ferry.log());
     let r = in_flight
         .await
@@ -595,10 +547,7 @@ async fn admin_reload_applies_changes_and_answers_422_with_the_report_when_a_fil
         "b untouched"
     );
     ferry.sigterm();
-    assert_eq!(
-        ferry.exit_status(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    assert_eq!(ferry.exit_status(Duration::from_secs(30)).code(), Some(0));
 }
 
 // --------------------------------------------------------------- run options
@@ -637,11 +586,7 @@ async fn queue_fsync_interval_delivers_every_message_once_and_a_clean_stop_keeps
         std::fs::read_to_string(&out)
             .unwrap_or_default()
             .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
-                    .as_u64()
-                    .unwrap()
-            })
+            .map(common::n_of)
             .collect()
     };
     common::eventually(
@@ -651,10 +596,7 @@ async fn queue_fsync_interval_delivers_every_message_once_and_a_clean_stop_keeps
     )
     .await;
     ferry.sigterm();
-    assert_eq!(
-        ferry.exit_status(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    assert_eq!(ferry.exit_status(Duration::from_secs(30)).code(), Some(0));
     // Appended lines show a duplicate as a second line.
     let mut seen = lines();
     seen.sort();
@@ -673,8 +615,7 @@ async fn queue_fsync_interval_delivers_every_message_once_and_a_clean_stop_keeps
             &format!("127.0.0.1:{}", ferry.admin),
         ],
         &[],
-    )
-    .await;
+    );
     assert!(ok, "{text}");
     let parked = text
         .lines()
@@ -738,10 +679,7 @@ async fn json_log_format_writes_one_object_per_line_and_message_logs_carry_route
     let (failed, failed_id) = send("/failing", 3, "{}").await;
     assert_eq!((kept, dropped, failed), (200, 204, 503));
     ferry.sigterm();
-    assert_eq!(
-        ferry.exit_status(Duration::from_secs(30)).await.code(),
-        Some(0)
-    );
+    assert_eq!(ferry.exit_status(Duration::from_secs(30)).code(), Some(0));
 
     let lines = json_lines(&ferry.log());
     let by_message = |text: &str| -> &serde_json::Value {
@@ -932,14 +870,10 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
         ferry.dir.path(),
         &["dead-letters", "list", "dead", "--admin", &admin],
         &[],
-    )
-    .await;
+    );
     answers.push_str(&listed);
     ferry.sigterm();
-    assert_eq!(
-        ferry.exit_status(Duration::from_secs(60)).await.code(),
-        Some(0)
-    );
+    assert_eq!(ferry.exit_status(Duration::from_secs(60)).code(), Some(0));
 
     // `ferry check` on the same files (the raw redis URL does not parse), plus a
     // PostgreSQL string that does not either.
@@ -954,8 +888,7 @@ async fn passwords_and_connector_headers_never_reach_logs_admin_answers_or_check
         ferry.dir.path(),
         &["check"],
         &[("RAW", SECRET), ("ENCODED", ENCODED)],
-    )
-    .await;
+    );
     assert!(!check_ok, "the bad URLs are errors: {check_text}");
     assert!(
         check_text.contains("bad-pg.yaml") && check_text.contains("password=***"),
@@ -994,7 +927,7 @@ async fn remove_header_drops_named_and_prefixed_headers_before_the_sink() {
     );
     let kept = format!("from:\n  http: {{ path: /kept }}\nsteps:\n{show}");
     let f = common::Ferry::start(&[("stripped.yaml", &stripped), ("kept.yaml", &kept)]).await;
-    let c = client();
+    let c = common::http_client();
     for (path, n) in [("/kept", "1"), ("/stripped", "2")] {
         let r = c
             .post(f.url(path))

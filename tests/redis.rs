@@ -7,19 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::services::{self, Private, REDIS, REDIS_URL, TestCa, unique};
 use common::{Ferry, Flaky};
 use redis::AsyncCommands;
-
-async fn con() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis")
-}
 
 fn body(i: u64) -> String {
     serde_json::json!({ "n": i, "pad": "x".repeat(64) }).to_string()
@@ -34,7 +26,7 @@ async fn a_thousand_entries_move_between_streams_with_their_fields() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let (input, output) = (unique("ferry:in"), unique("ferry:out"));
     for i in 0..1000u64 {
         let _: String = c
@@ -67,8 +59,7 @@ async fn a_thousand_entries_move_between_streams_with_their_fields() {
     let mut ns: Vec<u64> = Vec::new();
     for e in &entries.ids {
         let b: String = e.get("body").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-        ns.push(v["n"].as_u64().unwrap());
+        ns.push(common::n_of(&b));
         let origin: String = e.get("origin").unwrap();
         assert_eq!(origin, "test", "fields travel as headers");
     }
@@ -84,7 +75,7 @@ async fn failed_entries_stay_pending_and_are_claimed_again() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let input = unique("ferry:in");
     for i in 0..200u64 {
         let _: String = c.xadd(&input, "*", &[("body", body(i))]).await.unwrap();
@@ -109,7 +100,7 @@ async fn a_list_is_a_reliable_queue() {
     if !services::available(REDIS) {
         return;
     }
-    let mut c = con().await;
+    let mut c = services::redis_con().await;
     let (input, output) = (unique("ferry:list"), unique("ferry:list-out"));
     for i in 0..100u64 {
         let _: usize = c.lpush(&input, body(i)).await.unwrap();
@@ -130,14 +121,7 @@ async fn a_list_is_a_reliable_queue() {
     // The list sink got every message (at least once: a message whose HTTP
     // delivery failed is sent to both sinks again).
     let written: Vec<String> = c.lrange(&output, 0, -1).await.unwrap();
-    let written: std::collections::BTreeSet<u64> = written
-        .iter()
-        .map(|b| {
-            serde_json::from_str::<serde_json::Value>(b).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let written: std::collections::BTreeSet<u64> = written.iter().map(common::n_of).collect();
     assert_eq!(written, (0..100).collect(), "the list sink lost messages");
     let _: () = c
         .del(&[&input, &output, &format!("{input}:processing:c1")])
@@ -278,14 +262,7 @@ async fn tls_without_the_servers_ca_fails_the_start_with_a_certificate_error_ste
     ] {
         let route = "from:\n  redis: { connector: private, stream: in }\n";
         let connector = format!("kind: redis\nurl: {url}\n{tls}\n");
-        let started = Instant::now();
-        let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", &connector)])
-            .await
-            .err()
-            .expect("the route must not start");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        eprintln!("start error, as a user sees it: {}", failed[0].1);
-        let e = &failed[0].1;
+        let e = common::start_error(route, &connector, Duration::from_secs(10)).await;
         assert!(e.contains("invalid peer certificate"), "{tls}: {e}");
         assert!(e.contains("set `tls.ca_file`"), "{tls}: {e}");
     }

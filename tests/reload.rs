@@ -299,14 +299,7 @@ async fn files_dropped_during_twenty_reloads_are_each_delivered_once_steps() {
     // Let any duplicate show up before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = std::fs::read_to_string(&out).unwrap();
-    let mut seen: Vec<u64> = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["n"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let mut seen: Vec<u64> = text.lines().map(common::n_of).collect();
     let lines = seen.len();
     seen.sort();
     seen.dedup();

@@ -104,6 +104,16 @@ impl Ferry {
         format!("http://{}{}", self.addr.expect("no http listener"), path)
     }
 
+    /// POST `body` to `path` with [`http_client`]; no answer fails the test.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        http_client()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// Shut the engine down, failing the test if that takes longer than a
     /// minute (a shutdown regression must not hang the suite).
     pub async fn stop(&self) {
@@ -116,15 +126,41 @@ impl Ferry {
     }
 }
 
+/// Start `route` (file `r.yaml`) with `connector` as connector `private`,
+/// which must fail: the one route's reason, which must come within `limit`
+/// (a start that hangs on a bad connection is a bug too).
+pub async fn start_error(route: &str, connector: &str, limit: Duration) -> String {
+    let started = Instant::now();
+    let failed = Ferry::try_start(&[("r.yaml", route)], &[("private.yaml", connector)])
+        .await
+        .err()
+        .expect("the route must not start");
+    assert!(
+        started.elapsed() < limit,
+        "the error took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let e = failed[0].1.clone();
+    eprintln!("start error, as a user sees it: {e}");
+    e
+}
+
 /// How long any test HTTP request may take before it fails.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An HTTP client whose requests fail after [`HTTP_TIMEOUT`] instead of
 /// waiting forever on a Ferry that stopped answering.
 pub fn http_client() -> reqwest::Client {
+    http_client_timeout(HTTP_TIMEOUT)
+}
+
+/// Like [`http_client`], with requests that fail after `timeout` instead (a
+/// test whose requests must give up sooner, to retry or to fail fast).
+pub fn http_client_timeout(timeout: Duration) -> reqwest::Client {
     ferry::install_crypto_provider();
     reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("build the test HTTP client")
@@ -147,15 +183,22 @@ pub async fn within<T>(
 /// Wait up to `deadline` for `child` to exit. If it does not, SIGKILL it and
 /// fail the test naming `what` it was waiting for.
 pub fn wait_within(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
+    exited_within(child, what, deadline)
+        .unwrap_or_else(|| panic!("{what}: still running {deadline:?} later, killed with SIGKILL"))
+}
+
+/// Wait up to `deadline` for `child` to exit; None, once SIGKILLed, if it did
+/// not (the caller fails the test, with what it knows).
+fn exited_within(child: &mut Child, what: &str, deadline: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + deadline;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return status,
+            Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{what}: still running {deadline:?} later, killed with SIGKILL");
+                return None;
             }
             Err(e) => panic!("{what}: cannot wait for process {}: {e}", child.id()),
         }
@@ -182,6 +225,8 @@ pub fn terminate(child: &mut Child, what: &str, deadline: Duration) -> ExitStatu
 pub struct ChildGuard {
     child: Child,
     what: String,
+    /// The process's log file, shown when it does not exit in time.
+    log: Option<PathBuf>,
 }
 
 impl ChildGuard {
@@ -190,7 +235,14 @@ impl ChildGuard {
         ChildGuard {
             child,
             what: what.to_string(),
+            log: None,
         }
+    }
+
+    /// Show the file `log` (the process's output) when a wait fails.
+    pub fn with_log(mut self, log: PathBuf) -> ChildGuard {
+        self.log = Some(log);
+        self
     }
 
     pub fn id(&self) -> u32 {
@@ -206,21 +258,37 @@ impl ChildGuard {
         signal(&self.child, sig)
     }
 
+    /// SIGKILL the process and reap it (a crash, as the test wants it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, wait up to `deadline`, then SIGKILL and fail the test.
     pub fn stop(&mut self, deadline: Duration) -> ExitStatus {
-        terminate(&mut self.child, &self.what, deadline)
+        self.signal("TERM");
+        self.exit(&format!("{} to exit after SIGTERM", self.what), deadline)
     }
 
     /// Wait up to `deadline` for the process to exit on its own.
     pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
-        wait_within(&mut self.child, &format!("{} to exit", self.what), deadline)
+        self.exit(&format!("{} to exit", self.what), deadline)
+    }
+
+    fn exit(&mut self, what: &str, deadline: Duration) -> ExitStatus {
+        exited_within(&mut self.child, what, deadline).unwrap_or_else(|| {
+            let log = match &self.log {
+                Some(p) => format!(":\n{}", std::fs::read_to_string(p).unwrap_or_default()),
+                None => String::new(),
+            };
+            panic!("{what}: still running {deadline:?} later, killed with SIGKILL{log}")
+        })
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -303,6 +371,27 @@ pub fn file_names_in(dir: &Path) -> Vec<String> {
     files_in(dir)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The number `n` of a JSON body (what the tests send); fails the test
+/// unless it has one.
+pub fn n_of(json: impl AsRef<[u8]>) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(json.as_ref()).expect("a JSON body");
+    v["n"].as_u64().expect("a number n")
+}
+
+/// The `n` of every JSON file in `dir` (one per delivery), in [`files_in`]
+/// order; fails unless each file is named `{n}-…`.
+pub fn numbered_files(dir: &Path) -> Vec<u64> {
+    files_in(dir)
+        .iter()
+        .map(|path| {
+            let n = n_of(std::fs::read(path).unwrap());
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(&format!("{n}-")), "{name} holds n={n}");
+            n
+        })
         .collect()
 }
 

@@ -67,20 +67,15 @@ impl Server {
 
     /// Wait until `ready()` holds; fails with the server's log if it exits or
     /// takes longer than `timeout`.
-    fn wait_ready(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) {
-        let end = Instant::now() + timeout;
-        while !ready() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", self.name, self.log());
-            }
-            assert!(
-                Instant::now() < end,
-                "{} not ready after {timeout:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_ready(&mut self, timeout: Duration, ready: impl FnMut() -> bool) {
+        let log = &self.log;
+        super::services::wait_ready(
+            &mut self.child,
+            self.name,
+            timeout,
+            || std::fs::read_to_string(log).unwrap_or_default(),
+            ready,
+        );
     }
 }
 
@@ -297,18 +292,7 @@ fn run_within(mut cmd: Command, log: &Path, deadline: Duration) {
         .stderr(out)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let end = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after {deadline:?}, killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = super::wait_within(&mut child, &format!("{cmd:?}"), deadline);
     assert!(
         status.success(),
         "{cmd:?} failed ({status}):\n{}",

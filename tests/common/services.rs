@@ -54,7 +54,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// A `ferry run` child process in a folder of its own.
 pub struct FerryProcess {
-    pub child: Child,
+    child: super::ChildGuard,
     pub admin: u16,
 }
 
@@ -68,10 +68,13 @@ impl FerryProcess {
             .arg("--no-watch")
             .spawn()
             .expect("spawn ferry");
-        let mut p = FerryProcess { child, admin };
+        let mut p = FerryProcess {
+            child: super::ChildGuard::new("ferry run", child),
+            admin,
+        };
         let end = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", admin)).is_err() {
-            if let Ok(Some(status)) = p.child.try_wait() {
+            if let Ok(Some(status)) = p.child.child().try_wait() {
                 panic!("ferry run exited ({status}) before its admin port answered");
             }
             assert!(
@@ -84,21 +87,46 @@ impl FerryProcess {
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     /// SIGTERM; fails the test if Ferry has not exited 30 s later.
     pub fn terminate(&mut self) {
-        super::terminate(&mut self.child, "ferry run", STOP_DEADLINE);
+        self.child.stop(STOP_DEADLINE);
     }
 }
 
-impl Drop for FerryProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Poll `ready` until it holds; fails the test with `log()` if `child`
+/// (named `name`) exits first or is not ready after `timeout`.
+pub(super) fn wait_ready(
+    child: &mut Child,
+    name: &str,
+    timeout: Duration,
+    log: impl Fn() -> String,
+    mut ready: impl FnMut() -> bool,
+) {
+    let end = Instant::now() + timeout;
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited ({status}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < end,
+            "{name} not ready after {timeout:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A connection to the shared Redis ([`REDIS_URL`]).
+#[cfg(feature = "redis")]
+pub async fn redis_con() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
 }
 
 /// Write route and connector files (`(relative path, text)`) into `dir`.
@@ -208,20 +236,19 @@ impl Private {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(20);
-        while !reachable(&format!("127.0.0.1:{}", self.port)) {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("{} exited ({status}):\n{}", self.program, self.log());
-            }
-            assert!(
-                Instant::now() < end,
-                "{} did not start:\n{}",
-                self.program,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (log, addr) = (
+            self.dir.path().join("server.log"),
+            format!("127.0.0.1:{}", self.port),
+        );
+        // Kept before the wait, so that a failed start still stops it on drop.
+        let child = self.child.insert(child);
+        wait_ready(
+            child,
+            self.program,
+            Duration::from_secs(20),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || reachable(&addr),
+        );
     }
 
     /// Stop with SIGTERM (a clean shutdown: servers save their state) and
