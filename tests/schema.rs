@@ -5,20 +5,25 @@
 //! anything checks nothing, so the same validator must also refuse broken files.
 //! The schema is validated by an independent validator crate (`jsonschema`,
 //! docs/adr/0006-json-schema-validator.md), not by the code that generates it.
+//! The kinds it lists are also what the docs must cover: every step and every
+//! source and sink kind has a section.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a panic is the report; helpers are shared by `mod common`
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// `ferry schema [target]`, parsed; the schema itself must be valid under the
 /// draft it declares.
 fn schema(target: &str) -> (serde_json::Value, jsonschema::Validator) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["schema", target])
-        .output()
-        .expect("run ferry schema");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_ferry")).args(["schema", target]),
+        Duration::from_secs(60),
+    );
     assert!(
         out.status.success(),
         "ferry schema {target} failed: {}",
@@ -180,4 +185,71 @@ fn the_schema_refuses_what_ferry_check_refuses() {
         "from:\n  http: { path: /a }\nto:\n  - stdout: {}\n",
     );
     assert_eq!(violations(&routes, &p), Vec::<String>::new());
+}
+
+/// The `required` key of each variant of `$defs.NAME` (its kinds).
+fn kinds(schema: &serde_json::Value, name: &str) -> Vec<String> {
+    let def = &schema["$defs"][name];
+    let variants = def["oneOf"]
+        .as_array()
+        .or(def["anyOf"].as_array())
+        .unwrap_or_else(|| panic!("$defs.{name} has no variants"));
+    variants
+        .iter()
+        .map(|v| v["required"][0].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Headings (`#` lines) of a docs page.
+fn headings(page: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(page);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_step_source_and_sink_kind_has_a_section_in_the_docs() {
+    let (schema, _) = schema("route");
+    let step_pages = [headings("steps.md"), headings("legacy.md")].concat();
+    let connector_pages = [headings("connectors.md"), headings("legacy.md")].concat();
+    let has_page = |kind: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("docs/connectors/{kind}.md"))
+            .exists()
+    };
+    let mut missing = Vec::new();
+    let steps = kinds(&schema, "StepConfig");
+    assert!(steps.len() >= 14, "step kinds: {steps:?}");
+    for k in &steps {
+        if !step_pages.iter().any(|h| h.contains(&format!("`{k}`"))) {
+            missing.push(format!(
+                "step `{k}`: no heading in docs/steps.md or docs/legacy.md"
+            ));
+        }
+    }
+    for (def, side) in [("SourceConfig", "source"), ("SinkConfig", "sink")] {
+        let list = kinds(&schema, def);
+        assert!(list.len() >= 10, "{side} kinds: {list:?}");
+        for k in &list {
+            let named_with = connector_pages
+                .iter()
+                .any(|h| h.contains(&format!("`{k}`")) && h.contains(side));
+            if !(named_with || has_page(k)) {
+                missing.push(format!(
+                    "{side} `{k}`: no heading in docs/connectors.md or docs/legacy.md, and no docs/connectors/{k}.md"
+                ));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "undocumented kinds:\n{}",
+        missing.join("\n")
+    );
 }
