@@ -242,6 +242,9 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
         .spawn()
         .expect("strace is needed for this test (Debian package strace)");
     let mut child = common::ChildGuard::new("ferry run under strace", child);
+    // strace leaves its tracee running when it is killed, so ferry itself
+    // gets a guard too: a failing test never leaves it behind.
+    let ferry = FerryUnderStrace(ferry_pid_of(child.id()).await);
     let c = common::http_client();
     let end = std::time::Instant::now() + Duration::from_secs(60);
     while !c
@@ -264,20 +267,8 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Stop ferry (strace's child) with SIGTERM; strace exits after it.
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
-    let ferry_pid: u32 = children
-        .split_whitespace()
-        .next()
-        .expect("strace has no child process")
-        .parse()
-        .unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &ferry_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "kill -TERM {ferry_pid} failed");
+    // Stop ferry with SIGTERM; strace exits after it.
+    ferry.signal("TERM");
     child.wait(Duration::from_secs(20));
     let lines = join_unfinished(&std::fs::read_to_string(&trace).unwrap());
     let ok = |l: &str| !l.contains("= -1");
@@ -320,4 +311,43 @@ async fn with_fsync_the_data_and_the_folder_are_synced_before_the_200() {
         reply > sync_dir && reply > sync_log,
         "the 200 (trace line {reply}) went out before the folder fsync ({sync_dir}) or the log fdatasync ({sync_log})"
     );
+}
+
+/// The pid of strace's child (ferry), once strace has started it.
+async fn ferry_pid_of(strace: u32) -> u32 {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "strace did not start ferry within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// ferry under strace, SIGKILLed on drop (a no-op once it has exited).
+struct FerryUnderStrace(u32);
+
+impl FerryUnderStrace {
+    fn signal(&self, sig: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{sig} {} failed", self.0);
+    }
+}
+
+impl Drop for FerryUnderStrace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }

@@ -573,10 +573,7 @@ impl HttpSinkConfig {
         }
         // A password in the URL (`https://user:${PW}@host`) never reaches logs,
         // errors or dead letters: they show this instead.
-        let mut shown = parsed.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
+        let shown = super::broker::redact_url(parsed.as_str());
         let method = Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| ctx.error(loc, format!("http sink: invalid method `{}`", self.method)))?;
         let mut headers = HeaderMap::new();
@@ -608,7 +605,7 @@ impl HttpSinkConfig {
         Ok(HttpSink {
             client,
             url: parsed,
-            shown: shown.to_string(),
+            shown,
             method,
             headers,
             forward: self
@@ -662,7 +659,7 @@ impl Sink for HttpSink {
                 "{} {}: {what}: {}",
                 self.method,
                 self.shown,
-                error_chain(&e)
+                super::error_chain(&e)
             ))
         })?;
         let status = resp.status();
@@ -688,18 +685,4 @@ impl Sink for HttpSink {
     fn describe(&self) -> String {
         format!("http {} {}", self.method, self.shown)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -273,6 +273,23 @@ impl DeliveryError {
 #[error("{0}")]
 pub struct SourceError(pub String);
 
+/// An error with its chain of causes, `outer: inner: …`, each cause shown
+/// once. Client libraries (reqwest, tokio-postgres) put the useful part (the
+/// refused certificate, the role that does not exist) in a source.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// State shared by all routes' connectors: the HTTP and TCP listeners (shared
 /// by route versions, never rebound during a reload), the files currently
 /// being processed, the embedded queue store (opened on first use), one

@@ -128,7 +128,12 @@ impl Settings {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
                 self.tls.rustls_config().map_err(|e| e.to_string())?,
             );
-            let connecting = async { config.connect(tls).await.map_err(|e| with_causes(&e)) };
+            let connecting = async {
+                config
+                    .connect(tls)
+                    .await
+                    .map_err(|e| super::error_chain(&e))
+            };
             let (client, conn) = with_timeout(timeout, &what, connecting)
                 .await
                 .map_err(super::broker::explain_certificate)?;
@@ -139,25 +144,13 @@ impl Settings {
                 config
                     .connect(tokio_postgres::NoTls)
                     .await
-                    .map_err(|e| with_causes(&e))
+                    .map_err(|e| super::error_chain(&e))
             };
             let (client, conn) = with_timeout(timeout, &what, connecting).await?;
             spawn_connection(conn, notify);
             Ok(client)
         }
     }
-}
-
-/// An error with its chain of causes, `outer: inner: …`.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Drive a connection: its messages (NOTIFY) go to `notify`.
